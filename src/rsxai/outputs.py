@@ -1,0 +1,214 @@
+"""The output folder: atomic writes, the BIDS-derivatives description, summary and provenance.
+
+Every file rsxai writes goes through :func:`atomic_path`, so an interrupted run
+never leaves a half-written file that a later run could take as done. Every
+file name is defined once, in :data:`OUTPUT_NAMES` (the habit of tedana's
+output registry), so that the report and the stages agree on where things are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from rsxai._version import __version__
+
+# Relative paths inside the output folder. Templates take str.format fields.
+OUTPUT_NAMES: dict[str, str] = {
+    "dataset_description": "dataset_description.json",
+    "config": "rsxai.toml",
+    "provenance": "provenance.json",
+    "summary": "summary.json",
+    "log": "rsxai.log",
+    "report": "report.html",
+    "participants": "participants.tsv",
+    "state_dir": ".rsxai",
+    "stage_marker": ".rsxai/stages/{stage}.json",
+    "checksum_cache": ".rsxai/checksums.json",
+}
+
+
+def output_path(out_dir: str | Path, name: str, **fields: Any) -> Path:
+    """Path of a registered output inside ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output folder.
+    name : str
+        A key of :data:`OUTPUT_NAMES`.
+    **fields
+        Values for the template's fields (e.g. ``stage="ica"``).
+    """
+    if name not in OUTPUT_NAMES:
+        raise KeyError(f"Unknown output name {name!r}; known: {sorted(OUTPUT_NAMES)}.")
+    return Path(out_dir) / OUTPUT_NAMES[name].format(**fields)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    The temporary file keeps the final suffixes (so ``.nii.gz`` writers compress)
+    and is removed when the block raises, leaving any earlier ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write text atomically (UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def _json_ready(value: Any) -> Any:
+    """Plain JSON types; NaN and infinities become null (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON atomically (keys in insertion order, 2-space indent, NaN as null)."""
+    text = json.dumps(_json_ready(data), indent=2, allow_nan=False)
+    return write_text(path, text + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_tsv(path: str | Path, table: pd.DataFrame, *, index: bool = False) -> Path:
+    """Write a table as BIDS-style TSV (tab separated, ``n/a`` for missing) atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=index, na_rep="n/a", float_format="%.6g")
+    return Path(path)
+
+
+def write_nifti(path: str | Path, img: nib.Nifti1Image) -> Path:
+    """Save a NIfTI image atomically."""
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
+    return Path(path)
+
+
+def write_dataset_description(out_dir: str | Path, *, source: str | None = None) -> Path:
+    """Write the BIDS-derivatives ``dataset_description.json``."""
+    description: dict[str, Any] = {
+        "Name": "rsxai outputs",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [
+            {
+                "Name": "rsxai",
+                "Version": __version__,
+                "Description": "Group ICA, dual regression, permutation statistics, "
+                "3D CNN classification and explanation maps.",
+            }
+        ],
+    }
+    if source:
+        description["SourceDatasets"] = [{"URL": Path(source).resolve().as_uri()}]
+    return write_json(output_path(out_dir, "dataset_description"), description)
+
+
+class Summary:
+    """The machine-readable results, ``summary.json``, which every stage extends.
+
+    Each stage owns one top-level key; :meth:`update` rewrites the whole file
+    atomically so the file on disk is always complete.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output folder.
+    """
+
+    def __init__(self, out_dir: str | Path):
+        self.path = output_path(out_dir, "summary")
+        self.data: dict[str, Any] = read_json(self.path) if self.path.exists() else {}
+
+    def update(self, key: str, value: Any) -> None:
+        """Set one top-level key and write the file."""
+        self.data["rsxai_version"] = __version__
+        self.data[key] = value
+        write_json(self.path, self.data)
+
+
+def file_checksum(path: str | Path, *, chunk_size: int = 1 << 22) -> str:
+    """SHA-256 of a file, as ``sha256:<hex>``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def input_checksums(paths: list[Path], cache_path: Path, *, n_jobs: int = 1) -> dict[str, str]:
+    """Checksums of input files, reusing earlier ones while size and mtime are unchanged.
+
+    Hashing a large cohort's BOLD files is slow, so the result of each file is
+    kept in ``cache_path`` keyed by its resolved path, size and mtime.
+
+    Returns
+    -------
+    checksums : dict
+        Resolved path (str) -> ``sha256:<hex>``.
+    """
+    from joblib import Parallel, delayed
+
+    cache: Mapping[str, Any] = read_json(cache_path) if cache_path.exists() else {}
+    result: dict[str, str] = {}
+    to_hash: list[tuple[str, str]] = []
+    for path in paths:
+        resolved = str(Path(path).resolve())
+        stat = Path(path).stat()
+        key = f"{stat.st_size}:{stat.st_mtime_ns}"
+        cached = cache.get(resolved)
+        if cached and cached.get("key") == key:
+            result[resolved] = cached["sha256"]
+        else:
+            to_hash.append((resolved, key))
+    hashed = Parallel(n_jobs=n_jobs)(delayed(file_checksum)(p) for p, _ in to_hash)
+    new_cache = dict(cache)
+    for (resolved, key), digest in zip(to_hash, hashed, strict=True):
+        result[resolved] = digest
+        new_cache[resolved] = {"key": key, "sha256": digest}
+    if to_hash:
+        write_json(cache_path, new_cache)
+    return result

@@ -1,0 +1,324 @@
+"""The order of the stages, reuse of finished stages, and provenance.
+
+``pipeline`` is the only module that knows the order of the stages. A stage is
+reused when its marker in ``OUT/.rsxai/stages`` records the same key (rsxai
+version, the configuration sections it depends on, the input checksums and the
+keys of the stages above it) and every output it listed still exists. A marker
+is written only after all of a stage's outputs are written, each atomically,
+so an interrupted stage is simply run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from rsxai._version import __version__
+from rsxai.cohort import Cohort
+from rsxai.config import STAGES, Config
+from rsxai.exceptions import InputError
+from rsxai.outputs import (
+    Summary,
+    input_checksums,
+    output_path,
+    read_json,
+    write_dataset_description,
+    write_json,
+    write_text,
+    write_tsv,
+)
+
+logger = logging.getLogger("rsxai")
+
+KEY_PACKAGES = (
+    "numpy",
+    "scipy",
+    "nibabel",
+    "nilearn",
+    "scikit-learn",
+    "pandas",
+    "joblib",
+    "torch",
+    "matplotlib",
+)
+
+
+@dataclass
+class RunContext:
+    """What a stage receives: the configuration, the cohort and the output folder."""
+
+    config: Config
+    cohort: Cohort
+    out_dir: Path
+    summary: Summary
+    progress: bool = True
+    stage_keys: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`rsxai.config.STAGES`.
+    function : callable
+        ``function(context) -> list of Path`` runs the stage and returns the
+        outputs it wrote (relative to the output folder or absolute).
+    sections : tuple of str
+        Configuration sections whose values change the stage's outputs.
+    """
+
+    name: str
+    function: Callable[[RunContext], list[Path]]
+    sections: tuple[str, ...]
+
+
+# Stages implemented in this version, in pipeline order. A stage name of
+# ``STAGES`` missing here is reported as not available yet.
+IMPLEMENTED_STAGES: tuple[Stage, ...] = ()
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of rsxai, Python and the key dependencies."""
+    versions: dict[str, str | None] = {"rsxai": __version__, "python": sys.version.split()[0]}
+    for package in KEY_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def load_cohort(input_path: Path, config: Config, *, progress: bool = False) -> Cohort:
+    """Find and validate the cohort; raise :class:`InputError` listing every problem."""
+    options = config.input
+    cohort = Cohort.from_path(
+        input_path,
+        derivatives=options.derivatives,
+        task=options.task,
+        space=options.space,
+        session=options.session,
+        run=options.run,
+        multi_run=options.multi_run,
+        group_column=options.group_column,
+        positive_label=options.positive_label,
+        participant_label=options.participant_label or None,
+        exclude_label=options.exclude_label or None,
+    )
+    return cohort.validate(
+        min_volumes=options.min_volumes,
+        min_per_group=options.min_per_group,
+        check_data=options.check_data,
+        n_jobs=config.run.n_jobs,
+        progress=progress,
+    )
+
+
+def _check_output_folder(input_path: Path, out_dir: Path, derivatives: str | None) -> None:
+    inputs = [input_path.resolve()]
+    if derivatives:
+        inputs.append(Path(derivatives).resolve())
+    elif (input_path / "derivatives" / "fmriprep").is_dir():
+        inputs.append((input_path / "derivatives" / "fmriprep").resolve())
+    resolved = out_dir.resolve()
+    for folder in inputs:
+        if resolved == folder or (
+            folder.is_dir() and folder in resolved.parents and folder.name == "fmriprep"
+        ):
+            raise InputError(
+                f"OUTPUT_DIR {out_dir} is the input folder {folder} (or inside fMRIPrep's "
+                "outputs); rsxai never writes into its inputs. Choose another OUTPUT_DIR, "
+                "e.g. INPUT/derivatives/rsxai."
+            )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"OUTPUT_DIR {out_dir} exists and is not a folder. Choose another.")
+
+
+def _stage_key(stage: Stage, context: RunContext, inputs_key: str) -> str:
+    return _digest(
+        {
+            "rsxai": __version__,
+            "stage": stage.name,
+            "config": context.config.fingerprint("run", *stage.sections),
+            "inputs": inputs_key,
+            "upstream": dict(context.stage_keys),
+        }
+    )
+
+
+def _reusable(marker: Path, key: str, out_dir: Path) -> bool:
+    if not marker.exists():
+        return False
+    try:
+        recorded = read_json(marker)
+    except (OSError, ValueError):
+        return False
+    return recorded.get("key") == key and all(
+        (out_dir / relative).exists() for relative in recorded.get("outputs", [])
+    )
+
+
+def run(
+    input_path: str | Path,
+    out_dir: str | Path,
+    config: Config,
+    *,
+    progress: bool = True,
+    command: list[str] | None = None,
+) -> dict:
+    """Run every available stage, in order, up to ``config.run.stop_after``.
+
+    Parameters
+    ----------
+    input_path : str or Path
+        BIDS root, fMRIPrep derivatives folder, or manifest TSV/CSV.
+    out_dir : str or Path
+        Output folder (created; finished stages found there are reused).
+    config : Config
+        Resolved configuration.
+    progress : bool
+        Show progress bars.
+    command : list of str, optional
+        The command line, recorded in provenance.json.
+
+    Returns
+    -------
+    summary : dict
+        The content of ``summary.json``.
+
+    Raises
+    ------
+    InputError
+        Before anything is written, listing every problem of the input.
+    """
+    input_path, out_dir = Path(input_path), Path(out_dir)
+    if not input_path.exists():
+        raise InputError(
+            f"INPUT {input_path} does not exist. Give a BIDS dataset, an fMRIPrep "
+            "derivatives folder or a manifest TSV/CSV."
+        )
+    _check_output_folder(input_path, out_dir, config.input.derivatives)
+    started = time.time()
+    logger.info("Reading the cohort from %s", input_path)
+    cohort = load_cohort(input_path, config, progress=progress)
+    for warning in cohort.warnings:
+        logger.warning(warning)
+    logger.info(
+        "%d subjects: %s (positive label %r)",
+        cohort.n_subjects,
+        ", ".join(f"{g} {n}" for g, n in cohort.group_counts.items()),
+        cohort.positive_label,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output_path(out_dir, "state_dir").mkdir(exist_ok=True)
+    log_handler = logging.FileHandler(output_path(out_dir, "log"), encoding="utf-8")
+    log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    logger.addHandler(log_handler)
+    try:
+        for warning in cohort.warnings:
+            logger.debug("Input warning: %s", warning)
+        checksums = input_checksums(
+            [run_.bold for subject in cohort.subjects for run_ in subject.runs],
+            output_path(out_dir, "checksum_cache"),
+            n_jobs=config.run.n_jobs,
+        )
+        timings = {"input": {"start": _iso(started), "end": _iso(time.time())}}
+        summary = _write_run_description(input_path, out_dir, config, cohort)
+        context = RunContext(config, cohort, out_dir, summary, progress=progress)
+        inputs_key = _digest(
+            [cohort.labels, cohort.groups, sorted(checksums.items()), cohort.covariates.to_json()]
+        )
+        timings.update(_run_stages(context, inputs_key))
+        write_json(
+            output_path(out_dir, "provenance"),
+            {
+                "rsxai_version": __version__,
+                "command": command,
+                "started": _iso(started),
+                "finished": _iso(time.time()),
+                "random_seed": config.run.random_seed,
+                "versions": package_versions(),
+                "platform": {
+                    "system": platform.platform(),
+                    "machine": platform.machine(),
+                    "processor": platform.processor(),
+                },
+                "configuration": config.to_dict(),
+                "input": str(input_path.resolve()),
+                "input_checksums": checksums,
+                "stages": timings,
+            },
+        )
+        logger.info("Results in %s", out_dir)
+        return summary.data
+    finally:
+        logger.removeHandler(log_handler)
+        log_handler.close()
+
+
+def _write_run_description(
+    input_path: Path, out_dir: Path, config: Config, cohort: Cohort
+) -> Summary:
+    """Write dataset_description.json, rsxai.toml, participants.tsv and the first summary keys."""
+    write_dataset_description(out_dir, source=str(input_path))
+    write_text(output_path(out_dir, "config"), config.to_toml())
+    participants = cohort.covariates.reset_index(drop=True)
+    participants.insert(0, config.input.group_column, cohort.groups)
+    participants.insert(0, "participant_id", [f"sub-{label}" for label in cohort.labels])
+    write_tsv(output_path(out_dir, "participants"), participants)
+    summary = Summary(out_dir)
+    summary.update("subjects", cohort.summary())
+    summary.update("warnings", list(cohort.warnings))
+    return summary
+
+
+def _run_stages(context: RunContext, inputs_key: str) -> dict[str, dict]:
+    """Run or reuse each stage up to ``stop_after``; return their timings."""
+    timings: dict[str, dict] = {}
+    last = STAGES.index(context.config.run.stop_after)
+    implemented = {stage.name: stage for stage in IMPLEMENTED_STAGES}
+    for name in STAGES[: last + 1]:
+        stage = implemented.get(name)
+        if stage is None:
+            logger.info("Stage %s: not available in rsxai %s yet; skipped.", name, __version__)
+            timings[name] = {"status": "not available"}
+            continue
+        key = _stage_key(stage, context, inputs_key)
+        marker = output_path(context.out_dir, "stage_marker", stage=name)
+        if _reusable(marker, key, context.out_dir):
+            logger.info("Stage %s: outputs up to date, reused.", name)
+            timings[name] = {"status": "reused", **read_json(marker).get("timing", {})}
+        else:
+            logger.info("Stage %s: running.", name)
+            start = time.time()
+            written = stage.function(context)
+            root = context.out_dir.resolve()
+            relative = sorted(str(Path(p).resolve().relative_to(root)) for p in written)
+            timing = {
+                "start": _iso(start),
+                "end": _iso(time.time()),
+                "seconds": round(time.time() - start, 3),
+            }
+            write_json(marker, {"stage": name, "key": key, "outputs": relative, "timing": timing})
+            timings[name] = {"status": "computed", **timing}
+        context.stage_keys[name] = key
+    return timings
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
