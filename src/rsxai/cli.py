@@ -23,6 +23,10 @@ EXIT_INTERRUPTED = 130
 
 SECTION_TITLES = {
     "input": "input selection (BIDS-App style)",
+    "preprocess": "preprocessing",
+    "ica": "group ICA",
+    "networks": "network labelling",
+    "dual_regression": "dual regression",
     "run": "execution",
 }
 
@@ -40,9 +44,10 @@ def _add_option(group: argparse._ArgumentGroup, option: Option) -> None:
     if isinstance(option.default, bool):
         kwargs["action"] = argparse.BooleanOptionalAction
     elif isinstance(option.default, list):
-        kwargs.update(nargs="+", metavar="LABEL")
+        kwargs.update(nargs="+", metavar=option.name.upper())
     else:
-        kwargs["type"] = type(option.default) if option.default is not None else str
+        kind = option.kind or (type(option.default) if option.default is not None else str)
+        kwargs["type"] = str if option.also else kind
         if option.choices:
             kwargs["choices"] = option.choices
         else:

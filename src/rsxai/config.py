@@ -12,205 +12,21 @@ import hashlib
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
 from rsxai.exceptions import InputError
+from rsxai.options import OPTIONS, STAGES, Option
+
+__all__ = ["OPTIONS", "STAGES", "Config", "Option", "load_config_file", "resolve_config"]
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-STAGES: tuple[str, ...] = (
-    "preprocess",
-    "ica",
-    "dual_regression",
-    "stats",
-    "classify",
-    "explain",
-    "report",
-)
-
-
-@dataclass(frozen=True)
-class Option:
-    """One configurable option.
-
-    Parameters
-    ----------
-    section, name : str
-        TOML table and key (``[section] name = …``).
-    default : object
-        Built-in default; its type is the option's type (a list means a list of str).
-    help : str
-        One sentence for ``--help`` and the documentation.
-    flag : str or None
-        Command-line flag; None for options set only in the configuration file.
-    choices : tuple or None
-        Allowed values.
-    nullable : bool
-        Whether "" / None ("not set") is allowed besides the default's type.
-    """
-
-    section: str
-    name: str
-    default: Any
-    help: str
-    flag: str | None = None
-    choices: tuple[Any, ...] | None = None
-    nullable: bool = False
-    minimum: float | None = None
-
-    @property
-    def key(self) -> str:
-        """``section.name``."""
-        return f"{self.section}.{self.name}"
-
-    def check(self, value: Any, origin: str) -> Any:
-        """Return ``value`` converted to the option's type or raise a message."""
-        if value is None or value == "":
-            if self.nullable:
-                return None
-            raise InputError(
-                f"{origin}: option {self.key} must be set; its default is {self.default!r}."
-            )
-        kind = type(self.default) if self.default is not None else str
-        try:
-            if kind is bool and not isinstance(value, bool):
-                raise TypeError
-            if kind is list:
-                if isinstance(value, str):
-                    value = [value]
-                if not isinstance(value, (list, tuple)):
-                    raise TypeError
-                value = [str(v) for v in value]
-            elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-                value = float(value)
-            elif not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
-                raise TypeError
-        except TypeError:
-            raise InputError(
-                f"{origin}: option {self.key} must be {kind.__name__}; got {value!r}."
-            ) from None
-        if self.minimum is not None and value < self.minimum:
-            raise InputError(
-                f"{origin}: option {self.key} must be at least {self.minimum}; got {value!r}."
-            )
-        if self.choices is not None and value not in self.choices:
-            allowed = ", ".join(repr(c) for c in self.choices)
-            raise InputError(
-                f"{origin}: option {self.key} must be one of {allowed}; got {value!r}."
-            )
-        return value
-
-
-OPTIONS: tuple[Option, ...] = (
-    # --- input: which data, which subjects, which labels ---------------------------------------
-    Option(
-        "input",
-        "derivatives",
-        None,
-        "fMRIPrep derivatives folder, when not in INPUT/derivatives/fmriprep.",
-        flag="--derivatives",
-        nullable=True,
-    ),
-    Option("input", "task", "rest", "BIDS task label of the resting-state runs.", flag="--task"),
-    Option(
-        "input",
-        "space",
-        "MNI152NLin2009cAsym",
-        "BIDS space of the preprocessed BOLD.",
-        flag="--space",
-    ),
-    Option(
-        "input",
-        "session",
-        None,
-        "Only this session (default: all).",
-        flag="--session",
-        nullable=True,
-    ),
-    Option("input", "run", None, "Only this run (default: all).", flag="--run", nullable=True),
-    Option(
-        "input",
-        "multi_run",
-        "first",
-        "Several runs or sessions per subject: keep the first or concatenate all.",
-        flag="--multi-run",
-        choices=("first", "concatenate"),
-    ),
-    Option(
-        "input",
-        "participant_label",
-        [],
-        "Only these participants (labels with or without 'sub-').",
-        flag="--participant-label",
-    ),
-    Option("input", "exclude_label", [], "Leave out these participants.", flag="--exclude-label"),
-    Option(
-        "input",
-        "group_column",
-        "group",
-        "participants.tsv column holding the group.",
-        flag="--group-column",
-    ),
-    Option(
-        "input",
-        "positive_label",
-        None,
-        "Group value of the patients (default: the group "
-        "that is not a usual control name such as HC or control).",
-        flag="--positive-label",
-        nullable=True,
-    ),
-    Option(
-        "input",
-        "min_volumes",
-        50,
-        "Fewest volumes a subject may have.",
-        flag="--min-volumes",
-        minimum=3,
-    ),
-    Option(
-        "input",
-        "min_per_group",
-        5,
-        "Fewest subjects a group may have.",
-        flag="--min-per-group",
-        minimum=1,
-    ),
-    Option(
-        "input",
-        "check_data",
-        True,
-        "Read every image's data before any work (NaN, Inf, "
-        "all-zero, truncated files), not only the headers.",
-        flag="--check-data",
-    ),
-    # --- run: how the run is carried out ---------------------------------------------------------
-    Option(
-        "run",
-        "random_seed",
-        0,
-        "Seed of every random choice (same seed, same outputs).",
-        flag="--random-seed",
-    ),
-    Option(
-        "run",
-        "n_jobs",
-        1,
-        "Parallel worker processes on this machine (-1: all cores).",
-        flag="--n-jobs",
-        minimum=-1,
-    ),
-    Option(
-        "run", "stop_after", "report", "Last stage to run.", flag="--stop-after", choices=STAGES
-    ),
-)
 
 OPTIONS_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(option.section for option in OPTIONS))

@@ -13,6 +13,7 @@ signal, no scrubbing) it is nilearn's ``load_confounds_strategy("simple")``.
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -24,10 +25,10 @@ from rsxai.exceptions import InputError
 MOTION_BASE = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 # Suffixes fMRIPrep appends to a base regressor, for each motion model.
 MOTION_SUFFIXES = {
-    "none": (),
-    "6": ("",),
-    "12": ("", "_derivative1"),
     "24": ("", "_derivative1", "_power2", "_derivative1_power2"),
+    "12": ("", "_derivative1"),
+    "6": ("",),
+    "none": (),
 }
 WM_CSF = ("white_matter", "csf")
 GLOBAL_SIGNAL = "global_signal"
@@ -129,7 +130,9 @@ def load_confounds(
     n_volumes = len(table)
 
     columns = confound_columns(motion=motion, wm_csf=wm_csf, global_signal=global_signal)
-    needs = {column: f"motion={motion!r}" for column in columns[: 6 * len(MOTION_SUFFIXES[motion])]}
+    needs = {
+        column: f"motion={motion!r}" for column in columns[: 6 * len(MOTION_SUFFIXES[motion])]
+    }
     needs.update({column: "wm_csf=True" for column in WM_CSF if column in columns})
     if global_signal:
         needs[GLOBAL_SIGNAL] = "global_signal=True"
@@ -137,7 +140,11 @@ def load_confounds(
         needs[FRAMEWISE_DISPLACEMENT] = f"scrub_fd={scrub_fd!r}"
 
     _add_expansions(table, columns)
-    missing = [column for column in needs if column not in table.columns]
+    # Expansions are computed from their base column, so a missing base is
+    # the one thing to report (once, not once per expansion).
+    missing = [
+        column for column in needs if column not in table.columns and _base_name(column) == column
+    ]
     if missing:
         raise InputError(
             f"{path}: column {column!r} is missing; {needs[column]} needs it. Choose a "
@@ -145,7 +152,13 @@ def load_confounds(
             for column in missing
         )
 
-    selected = table[columns].to_numpy(dtype=np.float64, copy=True)
+    try:
+        selected = table[columns].to_numpy(dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as error:
+        raise InputError(
+            f"{path}: the columns {columns} must hold numbers (or n/a); {error}. "
+            "Give fMRIPrep's confounds TSV unchanged."
+        ) from error
     if n_volumes > 1:
         # fMRIPrep writes "n/a" for derivatives at the first volume; nilearn
         # copies the second volume's value there, and so do we.
@@ -255,15 +268,17 @@ def _add_expansions(table: pd.DataFrame, columns: list[str]) -> None:
             _add_derivative(table, column)
 
 
+def _base_name(column: str) -> str:
+    return column.replace("_derivative1", "").replace("_power2", "")
+
+
 def _add_derivative(table: pd.DataFrame, column: str) -> None:
     base = column[: -len("_derivative1")]
     if base in table.columns:
         table[column] = table[base].diff()
 
 
-def _drop_short_segments(
-    outliers: np.ndarray, n_volumes: int, min_contiguous: int
-) -> np.ndarray:
+def _drop_short_segments(outliers: np.ndarray, n_volumes: int, min_contiguous: int) -> np.ndarray:
     """Also censor runs of kept volumes shorter than ``min_contiguous``.
 
     The rule of nilearn's ``optimize_scrub`` (Power et al. 2014): the segment
@@ -285,7 +300,7 @@ def _drop_short_segments(
     censored = np.zeros(n_volumes, dtype=bool)
     censored[outliers] = True
     bounds = np.concatenate(([-1], outliers, [n_volumes]))
-    for before, after in zip(bounds[:-1], bounds[1:]):
+    for before, after in itertools.pairwise(bounds):
         if 0 < after - before - 1 < min_contiguous:
             censored[before + 1 : after] = True
     return np.flatnonzero(censored)

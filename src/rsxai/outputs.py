@@ -35,6 +35,21 @@ OUTPUT_NAMES: dict[str, str] = {
     "state_dir": ".rsxai",
     "stage_marker": ".rsxai/stages/{stage}.json",
     "checksum_cache": ".rsxai/checksums.json",
+    # preprocess
+    "mask": "group/desc-brain_mask.nii.gz",
+    "preprocessed_dir": ".rsxai/work/preprocess-{key}",
+    # ica
+    "components": "group/desc-ica_components.nii.gz",
+    "components_table": "group/desc-ica_components.tsv",
+    "network_map": "group/network-{network}_desc-ica_map.nii.gz",
+    "network_selection": "group/desc-networks_selection.json",
+    # dual regression
+    "dr_timeseries": "sub-{label}/sub-{label}_desc-dr_timeseries.tsv",
+    "dr_maps": "sub-{label}/sub-{label}_desc-dr_stat-effect_components.nii.gz",
+    "dr_zmaps": "sub-{label}/sub-{label}_desc-dr_stat-z_components.nii.gz",
+    "dr_qc": "group/desc-dr_qc.tsv",
+    "network_stack": "group/network-{network}_desc-dr_stat-effect_subjects.nii.gz",
+    "network_stack_order": "group/network-{network}_desc-dr_subjects.tsv",
 }
 
 

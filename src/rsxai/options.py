@@ -1,0 +1,348 @@
+"""The registry of every option: section, name, default, flag, help.
+
+Adding an option here adds it to the configuration file, the command line
+(``--help`` shows its default) and the resolved ``rsxai.toml`` at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rsxai.exceptions import InputError
+
+STAGES: tuple[str, ...] = (
+    "preprocess",
+    "ica",
+    "dual_regression",
+    "stats",
+    "classify",
+    "explain",
+    "report",
+)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configurable option.
+
+    Parameters
+    ----------
+    section, name : str
+        TOML table and key (``[section] name = …``).
+    default : object
+        Built-in default; its type is the option's type (a list means a list of str).
+    help : str
+        One sentence for ``--help`` and the documentation.
+    flag : str or None
+        Command-line flag; None for options set only in the configuration file.
+    choices : tuple or None
+        Allowed values.
+    nullable : bool
+        Whether "" / None ("not set") is allowed besides the default's type.
+    minimum : float or None
+        Smallest allowed number.
+    kind : type or None
+        The value's type when the default does not tell it (a None default).
+    also : tuple
+        Literal values accepted besides the type (e.g. ``("auto",)`` for a count).
+    """
+
+    section: str
+    name: str
+    default: Any
+    help: str
+    flag: str | None = None
+    choices: tuple[Any, ...] | None = None
+    nullable: bool = False
+    minimum: float | None = None
+    kind: type | None = None
+    also: tuple[Any, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """``section.name``."""
+        return f"{self.section}.{self.name}"
+
+    def check(self, value: Any, origin: str) -> Any:
+        """Return ``value`` converted to the option's type or raise a message."""
+        if value is None or value == "":
+            if self.nullable:
+                return None
+            raise InputError(
+                f"{origin}: option {self.key} must be set; its default is {self.default!r}."
+            )
+        if value in self.also:
+            return value
+        kind = self.kind or (type(self.default) if self.default is not None else str)
+        if kind is int and isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)  # from a flag that also accepts words, e.g. "auto"
+        try:
+            if kind is bool and not isinstance(value, bool):
+                raise TypeError
+            if kind is list:
+                if isinstance(value, str):
+                    value = [value]
+                if not isinstance(value, (list, tuple)):
+                    raise TypeError
+                value = [str(v) for v in value]
+            elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = float(value)
+            elif not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
+                raise TypeError
+        except TypeError:
+            expected = " or ".join([kind.__name__, *map(repr, self.also)])
+            raise InputError(
+                f"{origin}: option {self.key} must be {expected}; got {value!r}."
+            ) from None
+        if self.minimum is not None and value < self.minimum:
+            raise InputError(
+                f"{origin}: option {self.key} must be at least {self.minimum}; got {value!r}."
+            )
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(repr(c) for c in self.choices)
+            raise InputError(
+                f"{origin}: option {self.key} must be one of {allowed}; got {value!r}."
+            )
+        return value
+
+
+OPTIONS: tuple[Option, ...] = (
+    # [input] which data, which subjects, which labels
+    Option(
+        "input",
+        "derivatives",
+        None,
+        "fMRIPrep derivatives folder, when not in INPUT/derivatives/fmriprep.",
+        "--derivatives",
+        nullable=True,
+    ),
+    Option("input", "task", "rest", "BIDS task label of the resting-state runs.", "--task"),
+    Option(
+        "input", "space", "MNI152NLin2009cAsym", "BIDS space of the preprocessed BOLD.", "--space"
+    ),
+    Option(
+        "input", "session", None, "Only this session; not set: all sessions.", "--session", nullable=True
+    ),
+    Option("input", "run", None, "Only this run; not set: all runs.", "--run", nullable=True),
+    Option(
+        "input",
+        "multi_run",
+        "first",
+        "Several runs or sessions per subject: keep the first or concatenate all.",
+        "--multi-run",
+        choices=("first", "concatenate"),
+    ),
+    Option(
+        "input",
+        "participant_label",
+        [],
+        "Only these participants (with or without 'sub-').",
+        "--participant-label",
+    ),
+    Option("input", "exclude_label", [], "Leave out these participants.", "--exclude-label"),
+    Option(
+        "input",
+        "group_column",
+        "group",
+        "participants.tsv column holding the group.",
+        "--group-column",
+    ),
+    Option(
+        "input",
+        "positive_label",
+        None,
+        "Group value of the patients (default: the group that is "
+        "not a usual control name such as HC or control).",
+        "--positive-label",
+        nullable=True,
+    ),
+    Option(
+        "input",
+        "min_volumes",
+        50,
+        "Fewest volumes a subject may have.",
+        "--min-volumes",
+        minimum=3,
+    ),
+    Option(
+        "input",
+        "min_per_group",
+        5,
+        "Fewest subjects a group may have.",
+        "--min-per-group",
+        minimum=1,
+    ),
+    Option(
+        "input",
+        "check_data",
+        True,
+        "Read every image's data before any work (NaN, Inf, "
+        "all-zero, truncated files), not only the headers.",
+        "--check-data",
+    ),
+    # [preprocess] per-subject cleaning and the analysis grid
+    Option(
+        "preprocess",
+        "voxel_size",
+        4.0,
+        "Isotropic voxel size (mm) of the MNI analysis grid.",
+        "--voxel-size",
+        minimum=1.0,
+    ),
+    Option(
+        "preprocess",
+        "motion",
+        "24",
+        "Motion regressors: 6 parameters, + derivatives (12), + squares (24), or none.",
+        "--motion",
+        choices=("none", "6", "12", "24"),
+    ),
+    Option("preprocess", "wm_csf", True, "Regress the white-matter and CSF signals.", "--wm-csf"),
+    Option("preprocess", "global_signal", False, "Regress the global signal.", "--global-signal"),
+    Option(
+        "preprocess",
+        "scrub_fd",
+        None,
+        "Censor volumes whose framewise displacement exceeds this (mm); not set: no censoring.",
+        "--scrub-fd",
+        nullable=True,
+        kind=float,
+        minimum=0.0,
+    ),
+    Option(
+        "preprocess",
+        "high_pass",
+        0.01,
+        "High-pass cut-off (Hz); 0 disables.",
+        "--high-pass",
+        minimum=0.0,
+    ),
+    Option(
+        "preprocess",
+        "low_pass",
+        0.1,
+        "Low-pass cut-off (Hz); 0 disables.",
+        "--low-pass",
+        minimum=0.0,
+    ),
+    Option(
+        "preprocess",
+        "detrend_order",
+        1,
+        "Order of the polynomial removed from every voxel.",
+        "--detrend-order",
+        minimum=0,
+    ),
+    Option(
+        "preprocess",
+        "smoothing_fwhm",
+        0.0,
+        "Spatial smoothing FWHM (mm); 0: none (fMRIPrep outputs are unsmoothed).",
+        "--smoothing-fwhm",
+        minimum=0.0,
+    ),
+    Option(
+        "preprocess",
+        "mask_fraction",
+        1.0,
+        "A voxel is analysed when inside this fraction of the "
+        "subjects' brain masks (and the MNI brain mask).",
+        "--mask-fraction",
+        minimum=0.0,
+    ),
+    # [ica] group ICA
+    Option(
+        "ica",
+        "n_components",
+        20,
+        "Group ICA dimension, or 'auto' (Laplace PPCA estimate).",
+        "--n-components",
+        minimum=1,
+        also=("auto",),
+    ),
+    Option(
+        "ica",
+        "n_restarts",
+        10,
+        "FastICA restarts for the ICASSO stability index.",
+        "--ica-restarts",
+        minimum=1,
+    ),
+    Option(
+        "ica",
+        "migp_dim",
+        None,
+        "MIGP internal dimension (default: 2 x volumes - 1).",
+        "--migp-dim",
+        nullable=True,
+        kind=int,
+        minimum=1,
+    ),
+    Option(
+        "ica",
+        "group_maps",
+        None,
+        "Use these group maps (4D NIfTI, e.g. MELODIC's "
+        "melodic_IC.nii.gz) instead of running group ICA.",
+        "--group-maps",
+        nullable=True,
+    ),
+    # [networks] which components are which networks
+    Option(
+        "networks",
+        "networks",
+        ["sensorimotor", "visual"],
+        "Networks to analyse (canonical names or SMN, VN, DMN…).",
+        "--networks",
+    ),
+    Option(
+        "networks",
+        "templates",
+        None,
+        "Reference templates: 4D NIfTI, or label image + names TSV "
+        "(default: built-in, from Seitzman et al. 2018).",
+        "--templates",
+        nullable=True,
+    ),
+    Option(
+        "networks",
+        "force_component",
+        [],
+        "Choose components by hand: NETWORK=INDEX (0-based).",
+        "--force-component",
+    ),
+    Option(
+        "networks",
+        "min_r",
+        0.2,
+        "Spatial correlation below which a network is not found.",
+        "--min-template-r",
+        minimum=-1.0,
+    ),
+    # [dual_regression]
+    Option(
+        "dual_regression",
+        "des_norm",
+        True,
+        "Variance-normalise the stage-1 time courses before stage 2 (FSL's default).",
+        "--des-norm",
+    ),
+    # [run] how the run is carried out
+    Option(
+        "run",
+        "random_seed",
+        0,
+        "Seed of every random choice (same seed, same outputs).",
+        "--random-seed",
+    ),
+    Option(
+        "run",
+        "n_jobs",
+        1,
+        "Parallel worker processes on this machine (-1: all cores).",
+        "--n-jobs",
+        minimum=-1,
+    ),
+    Option("run", "stop_after", "report", "Last stage to run.", "--stop-after", choices=STAGES),
+)

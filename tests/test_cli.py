@@ -1,0 +1,61 @@
+"""The command line: help, exit codes, error messages without tracebacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from rsxai import __version__
+from rsxai.cli import EXIT_INPUT_ERROR, build_parser, main
+
+
+def test_version(capsys):
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.strip() == f"rsxai {__version__}"
+
+
+@pytest.mark.parametrize("command", ["run", "simulate", "demo"])
+def test_help_shows_defaults(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert "default" in text
+    if command == "run":
+        for flag in ("--participant-label", "--task", "--space", "--random-seed",
+                     "--stop-after", "--config", "--positive-label", "-v", "-q"):
+            assert flag in text
+        assert "(default: rest; config: [input] task)" in text.replace("\n", " ").replace(
+            "  ", " "
+        ) or "default: rest" in text
+
+
+def test_missing_input_is_exit_2_without_traceback(tmp_path, capsys):
+    code = main(["run", str(tmp_path / "nowhere"), str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT_ERROR
+    assert "rsxai: error: INPUT" in err and "does not exist" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_config_file_is_exit_2(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text("[input]\ntask = 5\n")
+    code = main(["run", str(tmp_path), str(tmp_path / "out"), "--config", str(config), "-q"])
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT_ERROR
+    assert f"rsxai: error: {config}: option input.task must be str; got 5." in err
+
+
+def test_output_inside_input_is_refused(tmp_path, capsys):
+    code = main(["run", str(tmp_path), str(tmp_path), "-q"])
+    assert code == EXIT_INPUT_ERROR
+    assert "never writes into its inputs" in capsys.readouterr().err
+
+
+def test_stop_after_choices():
+    parser = build_parser()
+    args = parser.parse_args(["run", "in", "out", "--stop-after", "ica"])
+    assert vars(args)["run.stop_after"] == "ica"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "in", "out", "--stop-after", "nothing"])
