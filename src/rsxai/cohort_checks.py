@@ -1,0 +1,185 @@
+"""Checks across a cohort: labels, groups, and what the runs must share (TR, grid).
+
+:func:`check_runs` runs :func:`rsxai.input_checks.check_run` on every run in
+parallel; the other functions compare subjects with each other.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+from rsxai.input_checks import TR_TOLERANCE, RunCheck, check_run
+from rsxai.participant_tables import label_problem
+
+if TYPE_CHECKING:
+    from rsxai.cohort import Run, Subject
+
+
+def subject_problems(
+    subjects: Sequence[Subject],
+    *,
+    positive_label: str,
+    group_column: str,
+    source: str,
+    min_per_group: int,
+) -> list[str]:
+    """Unsafe or duplicate labels, missing groups or runs, a group too small or missing.
+
+    Parameters
+    ----------
+    subjects : sequence of Subject
+    positive_label : str
+    group_column : str
+        Name of the group column, for messages.
+    source : str
+        Where the subjects were read from, for messages.
+    min_per_group : int
+        Fewest subjects a group may have.
+    """
+    problems = []
+    where = source or "the cohort"
+    labels = [subject.label for subject in subjects]
+    for label in labels:
+        problem = label_problem(label, where)
+        if problem:
+            problems.append(problem)
+    duplicated = sorted(label for label, n in Counter(labels).items() if n > 1)
+    if duplicated:
+        problems.append(
+            f"{where}: subject(s) listed more than once: "
+            f"{', '.join('sub-' + label for label in duplicated)}. Keep one entry per subject."
+        )
+    for subject in subjects:
+        if not subject.group:
+            problems.append(
+                f"sub-{subject.label}: no group label ({group_column!r}). Give its "
+                "group or exclude the subject (--exclude-label)."
+            )
+        if not subject.runs:
+            problems.append(f"sub-{subject.label}: no BOLD run. Give one or exclude it.")
+    counts = Counter(subject.group for subject in subjects if subject.group)
+    others = sorted(group for group in counts if group != positive_label)
+    if positive_label not in counts or not others:
+        problems.append(
+            f"{where}: only one group ({', '.join(map(repr, counts)) or 'none'}) with "
+            f"positive_label={positive_label!r}; rsxai compares two groups. Add the "
+            "other group's subjects or correct positive_label."
+        )
+    elif len(others) > 1:
+        problems.append(
+            f"{where}: groups {', '.join(map(repr, others))} besides the positive label "
+            f"{positive_label!r}; rsxai compares exactly two groups. Exclude the "
+            "subjects of the extra groups (--exclude-label)."
+        )
+    for group, count in sorted(counts.items()):
+        if count < min_per_group:
+            problems.append(
+                f"{where}: group {group!r} has {count} subject(s), fewer than "
+                f"min_per_group={min_per_group}; cross-validation and permutation statistics "
+                "need more. Add subjects or lower min_per_group (--min-per-group)."
+            )
+    return problems
+
+
+def run_name(subject: Subject, run: Run) -> str:
+    """``"sub-01"``, or ``"sub-01 ses-1 run-2"`` for a subject with several runs."""
+    described = run.describe() if len(subject.runs) > 1 else ""
+    return f"sub-{subject.label}" + (f" {described}" if described else "")
+
+
+def check_runs(
+    subjects: Sequence[Subject],
+    *,
+    min_volumes: int,
+    check_data: bool,
+    n_jobs: int = 1,
+    progress: bool = False,
+) -> list[tuple[Subject, Run, str, RunCheck]]:
+    """Check every run of every subject, in parallel.
+
+    Returns
+    -------
+    list of (Subject, Run, str, RunCheck)
+        Each run with its name (see :func:`run_name`) and its check, in order.
+    """
+    jobs = [(subject, run, run_name(subject, run)) for subject in subjects for run in subject.runs]
+    checks = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(check_run)(
+            run.bold,
+            run.mask,
+            run.confounds,
+            run.tr,
+            prefix=name,
+            min_volumes=min_volumes,
+            check_data=check_data,
+        )
+        for _, run, name in jobs
+    )
+    checks = tqdm(
+        checks, total=len(jobs), desc="checking inputs", unit="run", disable=not progress
+    )
+    return [(*job, check) for job, check in zip(jobs, checks, strict=True)]
+
+
+def list_names(names: Sequence[str], limit: int = 8) -> str:
+    """``"sub-01, sub-02, sub-03"``, or the first ``limit`` and how many more."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
+def tr_problems(trs: Sequence[tuple[str, float]]) -> list[str]:
+    """One problem when the runs do not share one TR.
+
+    Parameters
+    ----------
+    trs : sequence of (str, float)
+        Run name (e.g. ``"sub-01"``) and its TR in seconds.
+    """
+    groups: dict[float, list[str]] = defaultdict(list)
+    for name, tr in sorted(trs, key=lambda item: item[1]):
+        # Runs within TR_TOLERANCE of a group's first TR join that group.
+        reference = next((ref for ref in groups if abs(ref - tr) <= TR_TOLERANCE), tr)
+        groups[reference].append(name)
+    if len(groups) < 2:
+        return []
+    ranked = sorted(groups.items(), key=lambda item: -len(item[1]))
+    return [
+        "The TR differs between runs: "
+        + "; ".join(f"{tr:g} s: {list_names(names)}" for tr, names in ranked)
+        + ". rsxai needs one TR (band-pass filtering and group ICA assume it). Exclude the runs "
+        "with another TR (--exclude-label) or analyse them separately."
+    ]
+
+
+def grid_warnings(grids: Sequence[tuple[str, np.ndarray, tuple[int, int, int]]]) -> list[str]:
+    """One warning when the BOLD series are not all on one voxel grid.
+
+    Parameters
+    ----------
+    grids : sequence of (str, ndarray of shape (4, 4), tuple of 3 int)
+        Run name, affine and spatial shape.
+    """
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for name, affine, shape in grids:
+        groups[(tuple(shape), tuple(np.round(affine, 3).ravel()))].append(name)
+    if len(groups) < 2:
+        return []
+    descriptions = []
+    for (shape, affine), names in sorted(groups.items(), key=lambda item: -len(item[1])):
+        voxel = np.sqrt((np.reshape(affine, (4, 4))[:3, :3] ** 2).sum(axis=0))
+        descriptions.append(
+            f"{'x'.join(map(str, shape))} voxels of {'x'.join(f'{v:g}' for v in voxel)} mm: "
+            f"{list_names(names)}"
+        )
+    return [
+        f"The BOLD series are on {len(groups)} different voxel grids ("
+        + "; ".join(descriptions)
+        + "). Every image will be resampled to the analysis grid."
+    ]
