@@ -122,7 +122,12 @@ OPTIONS: tuple[Option, ...] = (
         "input", "space", "MNI152NLin2009cAsym", "BIDS space of the preprocessed BOLD.", "--space"
     ),
     Option(
-        "input", "session", None, "Only this session; not set: all sessions.", "--session", nullable=True
+        "input",
+        "session",
+        None,
+        "Only this session; not set: all sessions.",
+        "--session",
+        nullable=True,
     ),
     Option("input", "run", None, "Only this run; not set: all runs.", "--run", nullable=True),
     Option(

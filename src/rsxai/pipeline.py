@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from rsxai import stage_runners
 from rsxai._version import __version__
 from rsxai.cohort import Cohort
 from rsxai.config import STAGES, Config
@@ -62,6 +63,7 @@ class RunContext:
     summary: Summary
     progress: bool = True
     stage_keys: dict[str, str] = field(default_factory=dict)
+    current_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,11 @@ class Stage:
 
 # Stages implemented in this version, in pipeline order. A stage name of
 # ``STAGES`` missing here is reported as not available yet.
-IMPLEMENTED_STAGES: tuple[Stage, ...] = ()
+IMPLEMENTED_STAGES: tuple[Stage, ...] = (
+    Stage("preprocess", stage_runners.run_preprocess, ("input", "preprocess")),
+    Stage("ica", stage_runners.run_ica, ("ica", "networks", "dual_regression")),
+    Stage("dual_regression", stage_runners.run_dual_regression, ("dual_regression",)),
+)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -150,7 +156,8 @@ def _stage_key(stage: Stage, context: RunContext, inputs_key: str) -> str:
         {
             "rsxai": __version__,
             "stage": stage.name,
-            "config": context.config.fingerprint("run", *stage.sections),
+            "config": context.config.fingerprint(*stage.sections),
+            "seed": context.config.run.random_seed,
             "inputs": inputs_key,
             "upstream": dict(context.stage_keys),
         }
@@ -301,6 +308,7 @@ def _run_stages(context: RunContext, inputs_key: str) -> dict[str, dict]:
             timings[name] = {"status": "reused", **read_json(marker).get("timing", {})}
         else:
             logger.info("Stage %s: running.", name)
+            context.current_key = key
             start = time.time()
             written = stage.function(context)
             root = context.out_dir.resolve()

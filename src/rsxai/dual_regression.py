@@ -1,0 +1,234 @@
+"""Dual regression of group ICA maps into one subject's data (FSL semantics).
+
+Dual regression (Beckmann et al. 2009, *NeuroImage* 47:S148; Nickerson et al.
+2017, *Front. Neurosci.* 11:115) gives every subject its own version of each
+group network: stage 1 regresses the group maps against each volume (spatial
+regression) to get one time course per network, stage 2 regresses those time
+courses against each voxel's time series (temporal regression) to get one map
+per network. The two stages reproduce FSL's ``dual_regression`` script, which
+runs::
+
+    fsl_glm -i data -d group_maps -o tc --demean -m mask                       # stage 1
+    fsl_glm -i data -d tc -o maps --out_z=z --demean -m mask [--des_norm]      # stage 2
+
+Arrays are already masked: a volume is a row of ``V`` in-mask voxels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special, stats
+
+from rsxai.exceptions import InputError
+
+__all__ = ["DualRegressionResult", "dual_regression", "spatial_regression"]
+
+# Below this log tail probability scipy's t.logsf loses precision and then
+# underflows to -inf (it computes log(sf)); there the closed form is used.
+_LOG_SF_SWITCH = -200.0
+
+
+@dataclass(frozen=True)
+class DualRegressionResult:
+    """Output of :func:`dual_regression` for one subject.
+
+    Attributes
+    ----------
+    timecourses : ndarray of shape (T, K), float32
+        Stage 1: one time course per group map.
+    maps : ndarray of shape (K, V), float32
+        Stage 2 parameter estimates (FSL's ``dr_stage2_subject*.nii.gz``).
+    z_maps : ndarray of shape (K, V), float32
+        Stage 2 Z statistics (FSL's ``--out_z``), from t with
+        ``dof = T - K - 1``.
+    dof : int
+        Residual degrees of freedom of stage 2.
+    """
+
+    timecourses: np.ndarray
+    maps: np.ndarray
+    z_maps: np.ndarray
+    dof: int
+
+
+def _as_finite_2d(array: np.ndarray, name: str, axes: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise InputError(
+            f"{name} must be a 2D array of shape {axes}; got an array of shape {array.shape}."
+        )
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise InputError(f"{name} must hold real numbers; got dtype {array.dtype}.")
+    if not np.all(np.isfinite(array)):
+        n_bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise InputError(
+            f"{name} contains {n_bad} NaN or infinite values; give finite data "
+            "(mask out voxels without signal)."
+        )
+    return array
+
+
+def spatial_regression(maps: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Time courses of ``maps`` in ``data`` by spatial regression (dual regression stage 1).
+
+    The equivalent of ``fsl_glm -i data -d maps -o tc --demean``: each map is
+    demeaned across voxels, each volume is demeaned across voxels, and every
+    volume is regressed on all maps at once (voxels are the observations).
+    The least-squares solution is the minimum-norm one, like FSL's
+    pseudo-inverse, so linearly dependent maps do not fail.
+
+    Parameters
+    ----------
+    maps : ndarray of shape (K, V)
+        Spatial maps, e.g. group ICA components.
+    data : ndarray of shape (T, V)
+        One subject's masked data.
+
+    Returns
+    -------
+    timecourses : ndarray of shape (T, K), float64
+    """
+    maps = _as_finite_2d(maps, "group_maps", "(n_components, n_voxels)")
+    data = _as_finite_2d(data, "subject_data", "(n_volumes, n_voxels)")
+    if maps.shape[1] != data.shape[1]:
+        raise InputError(
+            f"group_maps has {maps.shape[1]} voxels but subject_data has {data.shape[1]}; "
+            "both must be masked with the same brain mask (same number of columns V)."
+        )
+    design = maps.astype(np.float64)
+    design -= design.mean(axis=1, keepdims=True)
+    volumes = data.astype(np.float64)
+    volumes -= volumes.mean(axis=1, keepdims=True)
+    # One least-squares problem with T right-hand sides: (V, K) design, (V, T) data.
+    coefficients = np.linalg.lstsq(design.T, volumes.T, rcond=None)[0]
+    return coefficients.T
+
+
+def _t_to_z(t: np.ndarray, dof: int) -> np.ndarray:
+    """Z with the same tail probability as Student's ``t`` with ``dof`` degrees of freedom.
+
+    ``z = norm.isf(t.sf(t, dof))`` evaluated in log space, so that it stays
+    finite when the tail probability underflows double precision (|t| in the
+    thousands and beyond). For log tail probabilities below -200, where
+    scipy's ``t.logsf`` first loses precision and then returns -inf, the
+    closed form of the t tail is used instead (DLMF 8.17.8)::
+
+        sf(t) = I_x(a, 1/2) / 2,  x = dof / (dof + t^2),  a = dof / 2
+        I_x(a, b) = x^a (1 - x)^b / (a B(a, b)) * 2F1(a + b, 1; a + 1; x)
+
+    The inverse normal tail comes from ``scipy.special.ndtri_exp``, which
+    takes the log probability directly. ``t = ±inf`` gives ``z = ±inf``.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    abs_t = np.abs(t)
+    log_sf = stats.t.logsf(abs_t, dof)
+    far = log_sf < _LOG_SF_SWITCH
+    if np.any(far):
+        t_far = abs_t[far]
+        a, b = dof / 2.0, 0.5
+        with np.errstate(over="ignore", divide="ignore"):
+            log_x = np.log(dof) - 2.0 * np.log(t_far) - np.log1p(dof / t_far**2)
+        x = np.exp(log_x)
+        log_sf[far] = (
+            np.log(0.5)
+            + a * log_x
+            + b * np.log1p(-x)
+            - np.log(a)
+            - special.betaln(a, b)
+            + np.log(special.hyp2f1(a + b, 1.0, a + 1.0, x))
+        )
+    # ndtri_exp(log p) = norm.ppf(p) = -norm.isf(p); the t and normal tails are symmetric.
+    return np.sign(t) * -special.ndtri_exp(log_sf)
+
+
+def dual_regression(
+    group_maps: np.ndarray, subject_data: np.ndarray, *, des_norm: bool = True
+) -> DualRegressionResult:
+    """Subject-specific time courses and maps of group networks (FSL dual regression).
+
+    Stage 1 (``fsl_glm -i data -d group_maps -o tc --demean``): each group map
+    is demeaned across voxels, each volume is demeaned across voxels, and each
+    volume is regressed on all maps at once (voxels are the observations),
+    giving one time course per map; see :func:`spatial_regression`.
+
+    Stage 2 (``fsl_glm -i data -d tc -o maps --out_z=z --demean [--des_norm]``):
+    the stage-1 time courses are demeaned in time and, with ``des_norm=True``,
+    scaled to unit standard deviation (``N - 1`` denominator, as FSL's
+    ``stdev``); each voxel's time series is demeaned in time; ordinary least
+    squares (pseudo-inverse, as FSL) gives the maps ``beta`` (K, V). With
+    ``sigma^2 = RSS / dof`` and ``dof = T - K - 1`` (the removed temporal mean
+    costs one degree of freedom), ``t = beta / sqrt(sigma^2 diag((X'X)^-1))``
+    and ``Z`` is the normal quantile with the same tail probability as ``t``
+    (computed in log space, so it stays finite for huge ``t``). Voxels whose
+    time series is constant (``RSS = 0`` and ``beta = 0``) get ``Z = 0``.
+
+    ``des_norm=True`` is FSL's ``dual_regression`` default (its ``<design_norm>``
+    argument set to 1) and is what makes stage-2 maps comparable across
+    subjects and networks: the maps no longer depend on the scale of the
+    group maps or of the time courses, only on the amplitude of each network
+    in the data. With ``des_norm=False`` the maps are in units of data per
+    unit of time course, so they scale inversely with the time courses (and
+    in proportion to the group maps' scale).
+
+    Parameters
+    ----------
+    group_maps : ndarray of shape (K, V)
+        Group spatial maps (e.g. ``GroupICA.components_``), same mask as the data.
+    subject_data : ndarray of shape (T, V)
+        One subject's masked, preprocessed data; ``T`` must exceed ``K + 1``.
+    des_norm : bool, default=True
+        Variance-normalise the stage-1 time courses before stage 2 (FSL ``--des_norm``).
+
+    Returns
+    -------
+    DualRegressionResult
+        ``timecourses`` (T, K), ``maps`` (K, V), ``z_maps`` (K, V), all
+        float32 (computed in float64), and ``dof``.
+
+    Raises
+    ------
+    rsxai.exceptions.InputError
+        Shapes that do not match, non-finite values, or ``T <= K + 1``.
+    """
+    group_maps = _as_finite_2d(group_maps, "group_maps", "(n_components, n_voxels)")
+    subject_data = _as_finite_2d(subject_data, "subject_data", "(n_volumes, n_voxels)")
+    n_maps = group_maps.shape[0]
+    n_volumes = subject_data.shape[0]
+    dof = n_volumes - n_maps - 1
+    if dof < 1:
+        raise InputError(
+            f"subject_data has {n_volumes} volumes but {n_maps} group maps leave "
+            f"dof = T - K - 1 = {dof}; stage 2 needs T > K + 1, i.e. at least "
+            f"{n_maps + 2} volumes (or fewer maps)."
+        )
+
+    timecourses = spatial_regression(group_maps, subject_data)
+
+    design = timecourses - timecourses.mean(axis=0)
+    if des_norm:
+        scale = design.std(axis=0, ddof=1)
+        # A flat time course stays a zero column: pinv then gives it beta = 0.
+        design = np.divide(design, scale, out=np.zeros_like(design), where=scale > 0)
+    voxels = subject_data.astype(np.float64)
+    voxels -= voxels.mean(axis=0)
+
+    design_pinv = np.linalg.pinv(design)  # (K, T)
+    maps = design_pinv @ voxels  # (K, V), all voxels at once
+    residuals = voxels - design @ maps
+    sigma2 = np.einsum("tv,tv->v", residuals, residuals) / dof  # (V,)
+    # diag((X'X)^-1) = row norms of pinv(X) squared, without forming X'X.
+    design_variance = np.einsum("kt,kt->k", design_pinv, design_pinv)  # (K,)
+    standard_error = np.sqrt(design_variance[:, None] * sigma2[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_maps = maps / standard_error
+    t_maps[(standard_error == 0) & (maps == 0)] = 0.0
+    z_maps = _t_to_z(t_maps, dof)
+
+    return DualRegressionResult(
+        timecourses=timecourses.astype(np.float32),
+        maps=maps.astype(np.float32),
+        z_maps=z_maps.astype(np.float32),
+        dof=dof,
+    )

@@ -1,0 +1,338 @@
+"""Spatial group ICA: MIGP group PCA, then FastICA with ICASSO-style restarts.
+
+The MELODIC recipe (Beckmann & Smith 2004; Smith et al. 2014) on masked
+arrays: subjects' data are reduced to a group PCA space by MIGP
+(:mod:`rsxai.migp`), the top ``K`` spatial eigenvectors are whitened and
+unmixed by FastICA with voxels as samples (spatial ICA), FastICA is restarted
+from several random starts and the most typical run is kept, with an
+ICASSO stability index per component (:mod:`rsxai.ica_stability`). Maps are
+sign-fixed to positive skew and z-scored across voxels, never thresholded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from numbers import Integral, Real
+
+import numpy as np
+from joblib import Parallel, delayed
+from scipy import stats
+from sklearn.base import BaseEstimator
+from sklearn.decomposition import FastICA
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from threadpoolctl import threadpool_limits
+
+from rsxai.dual_regression import spatial_regression
+from rsxai.exceptions import InputError
+from rsxai.ica_stability import icasso_stability
+from rsxai.migp import SubjectSource, estimate_n_components, migp
+
+__all__ = ["GroupICA"]
+
+_FUNS = ("cube", "logcosh", "exp")
+# MIGP eigenvalues below this fraction of the largest are numerical zeros
+# (the working matrix is float32).
+_RELATIVE_EIGENVALUE_FLOOR = 1e-5
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+class GroupICA(BaseEstimator):
+    """Spatial group ICA of several subjects' masked data (MELODIC-style, memory bounded).
+
+    ``fit`` reduces all subjects to a group PCA space by MIGP (Smith et al.
+    2014), whitens the top ``n_components`` spatial eigenvectors and unmixes
+    them with scikit-learn's FastICA, voxels being the samples (spatial
+    ICA). FastICA is run ``n_restarts`` times from different random starts;
+    the estimates of all runs are clustered by absolute spatial correlation
+    (ICASSO, Himberg et al. 2004) and the run closest to the cluster
+    centrotypes is kept. Components are sign-fixed to positive skew,
+    z-scored across voxels and ordered by the variance they explain in the
+    group PCA space.
+
+    Parameters
+    ----------
+    n_components : int or "auto", default=20
+        Number of ICA components ``K``. ``"auto"`` estimates it from the MIGP
+        eigenvalues: the first peak of Minka's Laplace approximation to the
+        PPCA evidence (MELODIC's default criterion), voxels counting as
+        independent samples, which leans high on smooth data; see
+        :func:`rsxai.migp.estimate_n_components`.
+    migp_dim : int or None, default=None
+        Rows ``m`` kept by MIGP (MELODIC's ``--migpN``); default ``2 T - 1``
+        for a first subject of ``T`` volumes, capped by the rank of the data.
+        MIGP holds at most ``2 m`` rows of ``V`` voxels in memory.
+    n_restarts : int, default=10
+        FastICA runs from different random starts. With 1, no stability can
+        be measured and ``stability_`` is all NaN.
+    fun : {"cube", "logcosh", "exp"}, default="cube"
+        FastICA contrast; ``"cube"`` is MELODIC's ``pow3``.
+    max_iter : int, default=1000
+        FastICA iterations per run.
+    tol : float, default=1e-4
+        FastICA convergence tolerance.
+    random_state : int, numpy Generator or None, default=0
+        Seeds the subject order of MIGP and then the seed of every restart;
+        all seeds are drawn before any parallel work, so results do not
+        depend on ``n_jobs``.
+    n_jobs : int or None, default=1
+        Parallel FastICA restarts (joblib semantics; -1 uses all cores).
+    progress : bool, default=False
+        Show a progress bar over subjects during MIGP.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components_, V), float32
+        Spatial maps: positive skew, zero mean and unit standard deviation
+        across voxels, ordered by ``mixing_`` column norm (largest first).
+    mixing_ : ndarray of shape (n_components_, n_components_)
+        How the components make up the group PCA space:
+        ``demeaned migp_components_[:K] = mixing_ @ components_``, the MIGP
+        rows being demeaned across voxels.
+    explained_variance_ratio_ : ndarray of shape (n_components_,)
+        Fraction of the total variance of the concatenated, normalised data
+        carried by each of the top ``K`` group PCA components (PCA order).
+    stability_ : ndarray of shape (n_components_,)
+        ICASSO quality index ``Iq`` of each component's cluster (1 = found
+        identically by every restart and unlike all else; near 0 or below =
+        not reproducible). All NaN when ``n_restarts == 1``.
+    n_components_ : int
+        Number of components actually estimated.
+    n_voxels_ : int
+        Number of voxels ``V`` of the data seen in ``fit``.
+    migp_components_ : ndarray of shape (m, V), float32
+        MIGP output: spatial eigenvectors scaled by the square root of their
+        eigenvalues, largest first.
+    migp_eigenvalues_ : ndarray of shape (m,)
+        The corresponding eigenvalues (sums of squares).
+    migp_peak_rows_ : int
+        Largest number of rows MIGP held at once (at most ``2 m``).
+    subject_order_ : ndarray of shape (n_subjects,), int
+        Order in which subjects were fed to MIGP.
+    icasso_ : rsxai.ica_stability.StabilityResult or None
+        The full clustering of the restarts (None when ``n_restarts == 1``).
+    n_iter_ : ndarray of shape (n_restarts,), int
+        FastICA iterations of each restart.
+
+    Notes
+    -----
+    A scikit-learn ``BaseEstimator`` (``get_params``, ``clone``), but not a
+    ``TransformerMixin``: ``fit`` takes many subjects, ``transform`` one.
+    Subjects are expected already preprocessed and masked on a common grid;
+    MIGP still demeans and variance-normalises each voxel of each subject,
+    as MELODIC does.
+    """
+
+    def __init__(
+        self,
+        n_components: int | str = 20,
+        *,
+        migp_dim: int | None = None,
+        n_restarts: int = 10,
+        fun: str = "cube",
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        random_state: int | np.random.Generator | None = 0,
+        n_jobs: int | None = 1,
+        progress: bool = False,
+    ):
+        self.n_components = n_components
+        self.migp_dim = migp_dim
+        self.n_restarts = n_restarts
+        self.fun = fun
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.progress = progress
+
+    def _validate_params(self) -> None:
+        problems = []
+        if not (self.n_components == "auto" or _is_int(self.n_components)) or (
+            _is_int(self.n_components) and self.n_components < 1
+        ):
+            problems.append(
+                "n_components must be an integer >= 1 or 'auto'; "
+                f"got {self.n_components!r} ({type(self.n_components).__name__})."
+            )
+        if self.migp_dim is not None and not (_is_int(self.migp_dim) and self.migp_dim >= 1):
+            problems.append(f"migp_dim must be None or an integer >= 1; got {self.migp_dim!r}.")
+        elif (
+            self.migp_dim is not None
+            and _is_int(self.n_components)
+            and self.n_components > self.migp_dim
+        ):
+            problems.append(
+                f"n_components must be between 1 and migp_dim={self.migp_dim}; "
+                f"got {self.n_components}. Raise migp_dim or lower n_components."
+            )
+        for name, minimum in (("n_restarts", 1), ("max_iter", 1)):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= minimum):
+                problems.append(f"{name} must be an integer >= {minimum}; got {value!r}.")
+        if self.fun not in _FUNS:
+            problems.append(f"fun must be one of {', '.join(map(repr, _FUNS))}; got {self.fun!r}.")
+        if not (isinstance(self.tol, Real) and self.tol > 0):
+            problems.append(f"tol must be a number > 0; got {self.tol!r}.")
+        if self.n_jobs is not None and not (_is_int(self.n_jobs) and self.n_jobs != 0):
+            problems.append(f"n_jobs must be None or a non-zero integer; got {self.n_jobs!r}.")
+        if not (
+            self.random_state is None
+            or _is_int(self.random_state)
+            or isinstance(self.random_state, np.random.Generator)
+        ):
+            problems.append(
+                "random_state must be None, an integer or a numpy Generator; "
+                f"got {self.random_state!r}."
+            )
+        if problems:
+            raise InputError(problems)
+
+    def fit(self, subjects: Sequence[SubjectSource]) -> GroupICA:
+        """Learn group ICA components from several subjects.
+
+        Parameters
+        ----------
+        subjects : sequence of ndarray of shape (T_s, V), or of zero-argument callables
+            Each subject's masked data (volumes x voxels, same ``V`` for all),
+            or a callable returning it; callables are called one at a time,
+            so only one subject is held in memory.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        if isinstance(subjects, np.ndarray) and subjects.ndim == 2:
+            raise InputError(
+                "subjects must be a sequence of (T, V) arrays, one per subject; got a single "
+                f"2D array of shape {subjects.shape}. Wrap it in a list: fit([data])."
+            )
+        if not (hasattr(subjects, "__len__") and hasattr(subjects, "__getitem__")):
+            raise InputError(
+                "subjects must be a sequence (list or tuple) of arrays or callables; "
+                f"got {type(subjects).__name__}."
+            )
+        rng = np.random.default_rng(self.random_state)
+        group_pca = migp(subjects, self.migp_dim, random_state=rng, progress=self.progress)
+        eigenvalues = group_pca.eigenvalues
+        n_voxels = group_pca.components.shape[1]
+        n_nonzero = int(np.sum(eigenvalues > _RELATIVE_EIGENVALUE_FLOOR * eigenvalues[0]))
+        # The maps are demeaned across voxels before whitening: one more dimension lost.
+        n_max = min(n_nonzero, n_voxels - 1)
+        if self.n_components == "auto":
+            if n_max < 2:
+                raise InputError(
+                    f"n_components='auto' needs at least 2 non-zero group PCA eigenvalues; "
+                    f"the data have {n_nonzero}. Give more volumes or subjects."
+                )
+            n_components = min(estimate_n_components(eigenvalues[:n_nonzero], n_voxels), n_max)
+        else:
+            n_components = int(self.n_components)
+            if n_components > n_max:
+                raise InputError(
+                    f"n_components must be between 1 and {n_max} for these data; got "
+                    f"{n_components}. The limit is the smallest of: group PCA dimensions kept "
+                    f"by MIGP ({eigenvalues.size}; raise migp_dim), volumes after temporal "
+                    f"demeaning ({group_pca.rank_bound} = {group_pca.n_time_points} volumes "
+                    f"minus one per subject), voxels - 1 ({n_voxels - 1}) and non-zero "
+                    f"eigenvalues ({n_nonzero})."
+                )
+
+        # Spatial ICA: voxels are the samples, the K eigenvectors the features.
+        pca_maps = group_pca.components[:n_components].astype(np.float64)
+        pca_maps -= pca_maps.mean(axis=1, keepdims=True)
+        left, _, _ = np.linalg.svd(pca_maps.T, full_matrices=False)  # (V, K)
+        left *= np.sign(left[np.argmax(np.abs(left), axis=0), np.arange(n_components)])
+        whitened = left * np.sqrt(n_voxels)  # (V, K), unit variance, uncorrelated
+
+        seeds = rng.integers(0, 2**31 - 1, size=self.n_restarts)
+        runs = Parallel(n_jobs=self.n_jobs)(
+            delayed(_fastica_unmixing)(whitened, int(seed), self.fun, self.max_iter, self.tol)
+            for seed in seeds
+        )
+        unmixings = np.stack([run[0] for run in runs])  # (R, K, K), orthogonal
+        self.n_iter_ = np.array([run[1] for run in runs])
+        n_failed = sum(not run[2] for run in runs)
+        if n_failed:
+            warnings.warn(
+                f"FastICA did not converge in {n_failed} of {self.n_restarts} restarts "
+                f"(max_iter={self.max_iter}, tol={self.tol}); raise max_iter, or check that "
+                f"n_components={n_components} is not larger than the data support.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+
+        if self.n_restarts > 1:
+            # Sources are whitened @ W', so their correlations are W_r W_s': no need
+            # to compare (K, V) maps.
+            self.icasso_ = icasso_stability(unmixings)
+            best_run, stability = self.icasso_.best_run, self.icasso_.stability
+        else:
+            self.icasso_ = None
+            best_run, stability = 0, np.full(n_components, np.nan)
+
+        sources = (whitened @ unmixings[best_run].T).T  # (K, V)
+        sources -= sources.mean(axis=1, keepdims=True)
+        sources /= sources.std(axis=1, keepdims=True)
+        sources *= np.where(stats.skew(sources, axis=1) < 0, -1.0, 1.0)[:, None]
+        mixing = pca_maps @ sources.T / n_voxels
+        order = np.argsort(-np.sum(mixing**2, axis=0), kind="stable")
+
+        self.components_ = sources[order].astype(np.float32)
+        self.mixing_ = mixing[:, order]
+        self.stability_ = np.asarray(stability, dtype=np.float64)[order]
+        self.explained_variance_ratio_ = eigenvalues[:n_components] / group_pca.total_variance
+        self.n_components_ = n_components
+        self.n_voxels_ = n_voxels
+        self.migp_components_ = group_pca.components
+        self.migp_eigenvalues_ = eigenvalues
+        self.migp_peak_rows_ = group_pca.peak_rows
+        self.subject_order_ = group_pca.subject_order
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Time courses of the components in one subject's data (dual regression stage 1).
+
+        Spatial least squares of each volume on the components, both demeaned
+        across voxels, as ``fsl_glm --demean`` in FSL's dual regression; see
+        :func:`rsxai.dual_regression.spatial_regression`.
+
+        Parameters
+        ----------
+        X : ndarray of shape (T, V)
+            One subject's masked data on the grid used in ``fit``.
+
+        Returns
+        -------
+        ndarray of shape (T, n_components_), float32
+        """
+        if not hasattr(self, "components_"):
+            raise NotFittedError("This GroupICA instance is not fitted yet; call fit(subjects).")
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_voxels_:
+            raise InputError(
+                f"X must have shape (n_volumes, {self.n_voxels_}) like the data seen in fit; "
+                f"got shape {X.shape}."
+            )
+        return spatial_regression(self.components_, X).astype(np.float32)
+
+
+def _fastica_unmixing(
+    whitened: np.ndarray, seed: int, fun: str, max_iter: int, tol: float
+) -> tuple[np.ndarray, int, bool]:
+    """One FastICA run on already whitened data; returns (unmixing (K, K), n_iter, converged).
+
+    BLAS is limited to one thread so that a run gives bit-identical results in
+    the main process and in a joblib worker (thread count changes the order
+    of floating-point sums); the problem is small (V x K) anyway.
+    """
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings(record=True) as log:
+        warnings.simplefilter("always", ConvergenceWarning)
+        ica = FastICA(whiten=False, fun=fun, max_iter=max_iter, tol=tol, random_state=seed)
+        ica.fit(whitened)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in log)
+    return ica.components_, int(ica.n_iter_), converged

@@ -1,0 +1,275 @@
+"""What each pipeline stage reads from and writes to the output folder.
+
+The stage modules (``preprocess``, ``network_maps``, …) work on arrays and
+know nothing of the output folder; the functions here translate the resolved
+configuration into their parameters, stream subjects from disk, and write the
+results under the names of :data:`rsxai.outputs.OUTPUT_NAMES`. Each returns
+the files it wrote, which the pipeline records to decide on reuse.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+from rsxai.exceptions import InputError
+from rsxai.grid import Grid
+from rsxai.outputs import atomic_path, output_path, read_json, write_json, write_nifti, write_tsv
+
+if TYPE_CHECKING:
+    from rsxai.pipeline import RunContext
+
+logger = logging.getLogger("rsxai")
+
+
+# ----------------------------------------------------------------------------- preprocess
+def _confounds_strategy(context: RunContext) -> dict:
+    options = context.config.preprocess
+    return {
+        "motion": options.motion,
+        "wm_csf": options.wm_csf,
+        "global_signal": options.global_signal,
+        "scrub_fd": options.scrub_fd,
+    }
+
+
+def _preprocess_one(runs, grid: Grid, target: Path, tr: float, options: dict) -> Path:
+    from rsxai.preprocess import prepare_subject
+
+    data = prepare_subject(runs, grid, tr=tr, **options)
+    with atomic_path(target) as tmp:
+        # .npy, not NIfTI: cleaned data are an internal cache that group ICA and
+        # dual regression memory-map; gzip would cost more than the cleaning.
+        np.save(tmp, np.ascontiguousarray(data, dtype=np.float32))
+    return target
+
+
+def run_preprocess(context: RunContext) -> list[Path]:
+    """Common brain mask, then every subject cleaned onto the analysis grid (in parallel)."""
+    from rsxai.preprocess import common_mask
+
+    config, cohort, out_dir = context.config, context.cohort, context.out_dir
+    options = config.preprocess
+    masks = [run.mask for subject in cohort.subjects for run in subject.runs]
+    if any(mask is None for mask in masks):
+        logger.info("Some subjects have no brain mask; the MNI brain mask stands in for them.")
+    grid = common_mask(
+        [m for m in masks if m is not None], options.voxel_size, min_fraction=options.mask_fraction
+    )
+    logger.info(
+        "Analysis grid: %s voxels of %.3g mm inside the common brain mask.",
+        grid.n_voxels,
+        options.voxel_size,
+    )
+    mask_path = write_nifti(output_path(out_dir, "mask"), grid.mask_img())
+    work = output_path(out_dir, "preprocessed_dir", key=context.current_key)
+    clean_options = {
+        "confounds_strategy": _confounds_strategy(context),
+        "smoothing_fwhm": options.smoothing_fwhm or None,
+        "high_pass": options.high_pass or None,
+        "low_pass": options.low_pass or None,
+        "detrend_order": options.detrend_order,
+    }
+    targets = {s.label: work / f"sub-{s.label}.npy" for s in cohort.subjects}
+    # Subjects finished before an interruption are kept: the folder name holds
+    # the stage key, so only outputs made with these very settings are reused.
+    todo = [s for s in cohort.subjects if not targets[s.label].exists()]
+    jobs = (
+        delayed(_preprocess_one)(
+            [(run.bold, run.confounds) for run in subject.runs],
+            grid,
+            targets[subject.label],
+            cohort.tr,
+            clean_options,
+        )
+        for subject in todo
+    )
+    for _ in tqdm(
+        Parallel(n_jobs=context.config.run.n_jobs, return_as="generator")(jobs),
+        total=len(todo),
+        desc="preprocess",
+        unit="subject",
+        disable=not context.progress,
+    ):
+        pass
+    return [mask_path, *targets.values()]
+
+
+def preprocessed_subjects(context: RunContext) -> tuple[Grid, list]:
+    """The analysis grid and one zero-argument loader per subject (memory-mapped)."""
+    out_dir = context.out_dir
+    grid = Grid.from_img(output_path(out_dir, "mask"))
+    work = output_path(out_dir, "preprocessed_dir", key=context.stage_keys["preprocess"])
+
+    def loader(path: Path):
+        return lambda: np.load(path, mmap_mode="r")
+
+    return grid, [loader(work / f"sub-{s.label}.npy") for s in context.cohort.subjects]
+
+
+# ----------------------------------------------------------------------------- ica
+def _forced_components(values: list[str]) -> dict[str, int]:
+    forced = {}
+    for item in values:
+        name, _, index = item.partition("=")
+        if not name or not index.strip().lstrip("-").isdigit():
+            raise InputError(
+                f"--force-component: {item!r} is not NETWORK=INDEX; give e.g. visual=3."
+            )
+        forced[name.strip()] = int(index)
+    return forced
+
+
+def network_maps_estimator(context: RunContext, grid: Grid):
+    """A :class:`NetworkMaps` configured from the run's options (unfitted)."""
+    from rsxai.network_maps import NetworkMaps
+
+    config = context.config
+    return NetworkMaps(
+        grid,
+        n_components=config.ica.n_components,
+        networks=tuple(config.networks.networks),
+        templates=config.networks.templates,
+        force=_forced_components(config.networks.force_component),
+        min_r=config.networks.min_r,
+        group_maps=config.ica.group_maps,
+        n_restarts=config.ica.n_restarts,
+        migp_dim=config.ica.migp_dim,
+        des_norm=config.dual_regression.des_norm,
+        random_state=config.run.random_seed,
+        n_jobs=config.run.n_jobs,
+        progress=context.progress,
+    )
+
+
+def run_ica(context: RunContext) -> list[Path]:
+    """Group ICA on all subjects, components labelled; the group maps of dual regression."""
+    out_dir = context.out_dir
+    grid, subjects = preprocessed_subjects(context)
+    model = network_maps_estimator(context, grid).fit(subjects)
+    components_path = write_nifti(
+        output_path(out_dir, "components"), grid.to_img(model.components_)
+    )
+    table = model.labels_.table.copy()
+    if model.ica_ is not None:
+        table["stability"] = model.ica_.stability_
+        table["explained_variance"] = model.ica_.explained_variance_ratio_[: len(table)]
+    table_path = write_tsv(output_path(out_dir, "components_table"), table)
+    selection = {
+        name: {"component": index, "r": float(model.labels_.selected_r[name])}
+        for name, index in model.network_components_.items()
+    }
+    for warning in model.labels_.warnings:
+        logger.warning(warning)
+    written = [components_path, table_path]
+    for name, index in model.network_components_.items():
+        written.append(
+            write_nifti(
+                output_path(out_dir, "network_map", network=name),
+                grid.to_img(model.components_[index]),
+            )
+        )
+    written.append(write_json(output_path(out_dir, "network_selection"), selection))
+    return written
+
+
+# ----------------------------------------------------------------------------- dual regression
+def _dual_regress_one(components, load, des_norm):
+    from rsxai.dual_regression import dual_regression
+
+    return dual_regression(components, load(), des_norm=des_norm)
+
+
+def run_dual_regression(context: RunContext) -> list[Path]:
+    """Stage 1 and 2 for every subject; one 4D stack per network; QC correlations."""
+    out_dir, cohort = context.out_dir, context.cohort
+    grid, subjects = preprocessed_subjects(context)
+    components = grid.from_img_data(_load_nifti(output_path(out_dir, "components")))
+    selection = read_json(output_path(out_dir, "network_selection"))
+    n_components = components.shape[0]
+    columns = [f"IC{index:02d}" for index in range(n_components)]
+    stacks = {name: [] for name in selection}
+    qc_rows, written = [], []
+    results = Parallel(n_jobs=context.config.run.n_jobs, return_as="generator")(
+        delayed(_dual_regress_one)(components, load, context.config.dual_regression.des_norm)
+        for load in subjects
+    )
+    for subject, result in tqdm(
+        zip(cohort.subjects, results, strict=True),
+        total=len(subjects),
+        desc="dual regression",
+        unit="subject",
+        disable=not context.progress,
+    ):
+        label = subject.label
+        written.append(
+            write_tsv(
+                output_path(out_dir, "dr_timeseries", label=label),
+                pd.DataFrame(result.timecourses, columns=columns),
+            )
+        )
+        written.append(
+            write_nifti(output_path(out_dir, "dr_maps", label=label), grid.to_img(result.maps))
+        )
+        written.append(
+            write_nifti(output_path(out_dir, "dr_zmaps", label=label), grid.to_img(result.z_maps))
+        )
+        row = {"participant_id": f"sub-{label}"}
+        for name, entry in selection.items():
+            subject_map = result.maps[entry["component"]]
+            stacks[name].append(subject_map)
+            row[f"r_{name}"] = float(
+                np.corrcoef(subject_map, components[entry["component"]])[0, 1]
+            )
+        qc_rows.append(row)
+    qc = pd.DataFrame(qc_rows)
+    flags = []
+    for name in selection:
+        values = qc[f"r_{name}"].to_numpy()
+        # Robust outliers: far below the cohort's median similarity to the group map.
+        median = np.median(values)
+        mad = 1.4826 * np.median(np.abs(values - median)) or 1e-12
+        qc[f"outlier_{name}"] = (median - values) / mad > 3.5
+        flags.extend(qc.loc[qc[f"outlier_{name}"], "participant_id"].tolist())
+    written.append(write_tsv(output_path(out_dir, "dr_qc"), qc))
+    order = pd.DataFrame(
+        {"participant_id": [f"sub-{s.label}" for s in cohort.subjects], "group": cohort.groups}
+    )
+    networks_summary = {}
+    for name, maps in stacks.items():
+        stack_path = write_nifti(
+            output_path(out_dir, "network_stack", network=name), grid.to_img(np.stack(maps))
+        )
+        order_path = write_tsv(output_path(out_dir, "network_stack_order", network=name), order)
+        written += [stack_path, order_path]
+        networks_summary[name] = {
+            **selection[name],
+            "template": context.config.networks.templates or "built-in (Seitzman et al. 2018)",
+            "group_map": str(
+                output_path(out_dir, "network_map", network=name).relative_to(out_dir)
+            ),
+            "subject_maps": str(stack_path.relative_to(out_dir)),
+            "subject_order": str(order_path.relative_to(out_dir)),
+        }
+    outliers = sorted(set(flags))
+    if outliers:
+        logger.warning(
+            "Dual regression QC: %s far from the group maps (see %s).",
+            ", ".join(outliers),
+            output_path(out_dir, "dr_qc").relative_to(out_dir),
+        )
+    context.summary.update("networks", networks_summary)
+    context.summary.update("dual_regression_qc", {"outliers": outliers})
+    return written
+
+
+def _load_nifti(path: Path) -> np.ndarray:
+    import nibabel as nib
+
+    return np.asarray(nib.load(path).dataobj, dtype=np.float32)

@@ -1,0 +1,277 @@
+"""Tests for rsxai.ica (GroupICA), rsxai.migp and rsxai.ica_stability on planted sources."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import linalg, stats
+from sklearn.base import clone
+from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from threadpoolctl import threadpool_limits
+
+from rsxai.dual_regression import dual_regression
+from rsxai.exceptions import InputError
+from rsxai.ica import GroupICA
+from rsxai.ica_stability import icasso_stability
+from rsxai.migp import estimate_n_components, laplace_log_evidence, migp
+
+N_SOURCES = 5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_blas_thread():
+    """One BLAS thread: on a small shared machine OpenBLAS threads contend and run 10x slower."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def make_subjects(n_subjects=8, n_volumes=100, n_voxels=2000, noise=2.0, seed=0):
+    """Sparse positive sources mixed by subject-specific time courses, plus Gaussian noise.
+
+    Each subject is z-scored per voxel, as the preprocessing hands it over.
+    Returns the planted sources (K, V), the time courses and the subjects.
+    """
+    rng = np.random.default_rng(seed)
+    sources = np.zeros((N_SOURCES, n_voxels))
+    for k in range(N_SOURCES):
+        support = rng.choice(n_voxels, n_voxels // 10, replace=False)
+        sources[k, support] = rng.uniform(1.0, 2.0, support.size)
+    timecourses, subjects = [], []
+    for _ in range(n_subjects):
+        tc = rng.standard_normal((n_volumes, N_SOURCES)) * rng.uniform(0.5, 1.5, N_SOURCES)
+        data = tc @ sources + noise * rng.standard_normal((n_volumes, n_voxels))
+        data = (data - data.mean(axis=0)) / data.std(axis=0)
+        timecourses.append(tc)
+        subjects.append(data.astype(np.float32))
+    return sources, timecourses, subjects
+
+
+def normalised_concatenation(subjects):
+    """All subjects demeaned and variance-normalised per voxel, stacked in time (float64)."""
+    normalised = [np.asarray(s, dtype=np.float64) for s in subjects]
+    return np.vstack([(s - s.mean(axis=0)) / s.std(axis=0) for s in normalised])
+
+
+def noise_subjects(n_subjects=8, n_volumes=100, n_voxels=2000, seed=5):
+    rng = np.random.default_rng(seed)
+    return [
+        rng.standard_normal((n_volumes, n_voxels)).astype(np.float32) for _ in range(n_subjects)
+    ]
+
+
+@pytest.fixture(scope="module")
+def planted():
+    sources, timecourses, subjects = make_subjects()
+    model = GroupICA(N_SOURCES, n_restarts=10, random_state=0).fit(subjects)
+    return sources, timecourses, subjects, model
+
+
+def best_match(planted_maps, estimated_maps):
+    """Signed correlation of each planted map with its best (largest |r|) estimate."""
+    k = planted_maps.shape[0]
+    r = np.corrcoef(np.vstack([planted_maps, estimated_maps]))[:k, k:]
+    return r[np.arange(k), np.argmax(np.abs(r), axis=1)], np.argmax(np.abs(r), axis=1)
+
+
+def test_recovers_every_planted_source_with_positive_sign(planted):
+    sources, _, _, model = planted
+    r, matched = best_match(sources, model.components_)
+    assert np.all(r >= 0.9), r
+    assert len(set(matched)) == N_SOURCES  # one component per source
+    maps = model.components_
+    assert maps.shape == (N_SOURCES, 2000) and maps.dtype == np.float32
+    np.testing.assert_allclose(maps.mean(axis=1), 0, atol=1e-5)
+    np.testing.assert_allclose(maps.std(axis=1), 1, atol=1e-5)
+    assert np.all(stats.skew(maps, axis=1) > 0)
+    assert model.n_components_ == N_SOURCES
+    assert model.n_voxels_ == 2000
+
+
+def test_mixing_rebuilds_the_group_pca_space(planted):
+    *_, model = planted
+    k = model.n_components_
+    pca_maps = model.migp_components_[:k].astype(np.float64)
+    pca_maps -= pca_maps.mean(axis=1, keepdims=True)
+    relative = np.linalg.norm(model.mixing_ @ model.components_ - pca_maps) / np.linalg.norm(
+        pca_maps
+    )
+    assert relative < 1e-5
+    # Components come in decreasing order of the variance they carry.
+    assert np.all(np.diff(np.sum(model.mixing_**2, axis=0)) <= 0)
+
+
+def test_explained_variance_ratio_matches_full_pca(planted):
+    _, _, subjects, model = planted
+    concatenated = normalised_concatenation(subjects)
+    singular_values = np.linalg.svd(concatenated, compute_uv=False)
+    expected = singular_values[:N_SOURCES] ** 2 / np.sum(concatenated**2)
+    np.testing.assert_allclose(model.explained_variance_ratio_, expected, rtol=2e-3)
+
+
+@pytest.mark.parametrize("migp_dim", [None, 12])
+def test_migp_subspace_matches_full_concatenation_pca(migp_dim):
+    _, _, subjects = make_subjects(seed=1)
+    result = migp(subjects, migp_dim, random_state=3)
+    m = result.components.shape[0]
+    assert m == (199 if migp_dim is None else 12)  # default 2T - 1
+    # Memory bound: the working matrix never held more than 2m rows (it was full at least once).
+    assert result.peak_rows == 2 * m
+    concatenated = normalised_concatenation(subjects)
+    _, singular_values, right = np.linalg.svd(concatenated, full_matrices=False)
+    angles = linalg.subspace_angles(
+        result.components[:N_SOURCES].T.astype(np.float64), right[:N_SOURCES].T
+    )
+    assert np.rad2deg(angles.max()) < 2.0
+    np.testing.assert_allclose(
+        result.eigenvalues[:N_SOURCES], singular_values[:N_SOURCES] ** 2, rtol=2e-2
+    )
+    # Rows are orthogonal with squared norms equal to the eigenvalues.
+    gram = result.components.astype(np.float64) @ result.components.T.astype(np.float64)
+    np.testing.assert_allclose(np.diag(gram), result.eigenvalues, rtol=1e-4)
+    off_diagonal = gram - np.diag(np.diag(gram))
+    assert np.abs(off_diagonal).max() < 1e-4 * result.eigenvalues[0]
+    assert result.n_time_points == 800
+    assert result.rank_bound == 8 * 99
+    np.testing.assert_allclose(result.total_variance, np.sum(concatenated**2), rtol=1e-6)
+
+
+def test_migp_is_exact_when_everything_fits():
+    _, _, subjects = make_subjects(n_subjects=3, n_volumes=40, n_voxels=300, seed=2)
+    result = migp(subjects, 200, random_state=0, dtype=np.float64)
+    assert result.peak_rows == 120  # never reduced before the end
+    concatenated = normalised_concatenation(subjects)
+    singular_values = np.linalg.svd(concatenated, compute_uv=False)
+    # Rank is 3 * 39 after temporal demeaning; MIGP keeps exactly that many.
+    assert result.eigenvalues.size == result.rank_bound == 117
+    np.testing.assert_allclose(result.eigenvalues, singular_values[:117] ** 2, rtol=1e-8)
+
+
+def test_stability_high_for_real_sources_and_low_for_noise(planted):
+    *_, model = planted
+    assert np.all(model.stability_ > 0.95), model.stability_
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        noise_model = GroupICA(N_SOURCES, n_restarts=10, max_iter=200).fit(noise_subjects())
+    assert noise_model.stability_.mean() < 0.8, noise_model.stability_
+    assert noise_model.stability_.mean() < model.stability_.min() - 0.15
+    assert noise_model.icasso_.labels.shape == (10, N_SOURCES)
+
+
+def test_single_restart_has_nan_stability():
+    _, _, subjects = make_subjects(n_subjects=3, n_voxels=500, seed=3)
+    model = GroupICA(3, n_restarts=1).fit(subjects)
+    assert model.stability_.shape == (3,)
+    assert np.all(np.isnan(model.stability_))
+    assert model.icasso_ is None
+    assert model.n_iter_.shape == (1,)
+
+
+def test_callables_stream_subjects_and_match_arrays(planted):
+    _, _, subjects, model = planted
+    calls = []
+
+    def loader(index):
+        def load():
+            calls.append(index)
+            return subjects[index]
+
+        return load
+
+    streamed = GroupICA(N_SOURCES, n_restarts=10, random_state=0).fit(
+        [loader(i) for i in range(len(subjects))]
+    )
+    assert sorted(calls) == list(range(len(subjects)))  # each loaded exactly once
+    assert calls == list(streamed.subject_order_)
+    np.testing.assert_array_equal(streamed.components_, model.components_)
+    np.testing.assert_array_equal(streamed.stability_, model.stability_)
+
+
+def test_deterministic_across_runs_and_n_jobs(planted):
+    _, _, subjects, model = planted
+    again = GroupICA(N_SOURCES, n_restarts=10, random_state=0, n_jobs=2).fit(subjects)
+    np.testing.assert_array_equal(again.components_, model.components_)
+    np.testing.assert_array_equal(again.subject_order_, model.subject_order_)
+    assert sorted(model.subject_order_) == list(range(len(subjects)))
+    fresh = clone(model)
+    assert fresh.get_params() == model.get_params()
+    assert not hasattr(fresh, "components_")
+    other = GroupICA(N_SOURCES, n_restarts=2, random_state=1).fit(subjects)
+    assert not np.array_equal(other.subject_order_, model.subject_order_)
+
+
+def test_transform_is_dual_regression_stage_one(planted):
+    _, timecourses, subjects, model = planted
+    tc = model.transform(subjects[0])
+    assert tc.shape == (100, N_SOURCES) and tc.dtype == np.float32
+    np.testing.assert_array_equal(tc, dual_regression(model.components_, subjects[0]).timecourses)
+    sources = planted[0]
+    _, matched = best_match(sources, model.components_)
+    for k in range(N_SOURCES):
+        assert abs(np.corrcoef(tc[:, matched[k]], timecourses[0][:, k])[0, 1]) > 0.9
+
+
+def test_auto_dimension_finds_the_planted_sources_and_nothing_in_noise():
+    _, _, subjects = make_subjects(seed=4)
+    model = GroupICA("auto", n_restarts=2).fit(subjects)
+    assert model.n_components_ == N_SOURCES
+    assert estimate_n_components(migp(noise_subjects()).eigenvalues, 2000) == 1
+
+
+def test_laplace_evidence_agrees_with_scikit_learn_mle():
+    for seed, rank in enumerate([1, 3, 6]):
+        rng = np.random.default_rng(seed)
+        data = rng.standard_normal((600, rank)) @ rng.standard_normal((rank, 20))
+        data = 0.5 * data + rng.standard_normal((600, 20))
+        expected = PCA(n_components="mle").fit(data).n_components_
+        spectrum = PCA().fit(data).explained_variance_
+        assert int(np.argmax(laplace_log_evidence(spectrum, 600))) == expected == rank
+        assert estimate_n_components(spectrum * 123.0, 600) == rank
+
+
+def test_icasso_groups_repeated_components_and_picks_the_cleanest_run():
+    rng = np.random.default_rng(0)
+    truth = linalg.qr(rng.standard_normal((6, 6)))[0]
+    runs = []
+    for noise in (0.05, 0.01, 0.08, 0.05):
+        estimate = truth + noise * rng.standard_normal(truth.shape)
+        signs = rng.choice([-1.0, 1.0], size=(6, 1))
+        runs.append(signs * estimate[rng.permutation(6)])  # order and sign are arbitrary
+    result = icasso_stability(np.stack(runs))
+    assert result.best_run == 1
+    for cluster in range(6):
+        assert np.sum(result.labels == cluster) == 4  # one member per run
+        assert np.all(np.sum(result.labels == cluster, axis=1) == 1)
+    assert np.all(result.quality_index > 0.9)
+    random_runs = np.stack([linalg.qr(rng.standard_normal((6, 6)))[0] for _ in range(4)])
+    assert icasso_stability(random_runs).quality_index.mean() < 0.5
+
+
+@pytest.mark.filterwarnings(
+    "ignore:FastICA did not converge:sklearn.exceptions.ConvergenceWarning"
+)
+def test_errors_name_parameter_range_and_value():
+    _, _, subjects = make_subjects(n_subjects=2, n_volumes=20, n_voxels=200, seed=6)
+    with pytest.raises(InputError, match=r"n_components must be between 1 and 38 .*got 50"):
+        GroupICA(50, n_restarts=1).fit(subjects)
+    for bad in (0, -3, 2.5, "five", True):
+        with pytest.raises(InputError, match=r"n_components must be an integer >= 1 or 'auto'"):
+            GroupICA(bad).fit(subjects)
+    with pytest.raises(InputError, match=r"between 1 and migp_dim=4; got 5"):
+        GroupICA(5, migp_dim=4).fit(subjects)
+    with pytest.raises(InputError, match=r"fun must be one of 'cube', 'logcosh', 'exp'"):
+        GroupICA(3, fun="tanh").fit(subjects)
+    with pytest.raises(InputError, match=r"subjects\[1\] has 150 voxels but the first .* 200"):
+        GroupICA(3).fit([subjects[0], subjects[1][:, :150]])
+    with_nan = subjects[1].copy()
+    with_nan[0, 0] = np.nan
+    with pytest.raises(InputError, match=r"subjects\[1\] contains 1 NaN"):
+        GroupICA(3).fit([subjects[0], with_nan])
+    with pytest.raises(InputError, match=r"single 2D array"):
+        GroupICA(3).fit(subjects[0])
+    with pytest.raises(InputError, match=r"subjects is empty"):
+        GroupICA(3).fit([])
+    with pytest.raises(NotFittedError):
+        GroupICA(3).transform(subjects[0])
+    model = GroupICA(3, n_restarts=2).fit(subjects)
+    with pytest.raises(InputError, match=r"X must have shape \(n_volumes, 200\)"):
+        model.transform(subjects[0][:, :100])
