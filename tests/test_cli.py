@@ -21,12 +21,19 @@ def test_help_shows_defaults(command, capsys):
     text = capsys.readouterr().out
     assert "default" in text
     if command == "run":
-        for flag in ("--participant-label", "--task", "--space", "--random-seed",
-                     "--stop-after", "--config", "--positive-label", "-v", "-q"):
+        for flag in (
+            "--participant-label",
+            "--task",
+            "--space",
+            "--random-seed",
+            "--stop-after",
+            "--config",
+            "--positive-label",
+            "-v",
+            "-q",
+        ):
             assert flag in text
-        assert "(default: rest; config: [input] task)" in text.replace("\n", " ").replace(
-            "  ", " "
-        ) or "default: rest" in text
+        assert "default: rest;" in text and "[input] task" in " ".join(text.split())
 
 
 def test_missing_input_is_exit_2_without_traceback(tmp_path, capsys):

@@ -25,8 +25,9 @@ def test_file_then_flags_precedence(tmp_path):
 
 
 def test_resolved_toml_round_trips(tmp_path):
-    config = resolve_config(overrides={"input.participant_label": ["01", "02"],
-                                       "input.positive_label": "ALS"})
+    config = resolve_config(
+        overrides={"input.participant_label": ["01", "02"], "input.positive_label": "ALS"}
+    )
     path = tmp_path / "resolved.toml"
     path.write_text(config.to_toml())
     again = resolve_config(load_config_file(path))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -208,6 +209,13 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
+    # Library warnings (labelling, convergence) reach the console and the log file
+    # as one-line log records, not as raw Python warnings with source lines.
+    warnings.showwarning = _log_warning
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    logger.warning("%s", message)
 
 
 def _overrides(args: argparse.Namespace) -> dict:

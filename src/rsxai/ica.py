@@ -322,17 +322,36 @@ class GroupICA(BaseEstimator):
 
 
 def _fastica_unmixing(
-    whitened: np.ndarray, seed: int, fun: str, max_iter: int, tol: float
+    whitened: np.ndarray, seed: int, fun: str, max_iter: int, tol: float, max_attempts: int = 5
 ) -> tuple[np.ndarray, int, bool]:
     """One FastICA run on already whitened data; returns (unmixing (K, K), n_iter, converged).
 
     BLAS is limited to one thread so that a run gives bit-identical results in
     the main process and in a joblib worker (thread count changes the order
-    of floating-point sums); the problem is small (V x K) anyway.
+    of floating-point sums); the problem is small (V x K) anyway. The cube
+    non-linearity can, from an unlucky start, drive sklearn's symmetric
+    decorrelation to NaN; such a start is replaced by the next seed of a
+    sequence derived from ``seed``, so the result stays deterministic.
     """
-    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings(record=True) as log:
-        warnings.simplefilter("always", ConvergenceWarning)
-        ica = FastICA(whiten=False, fun=fun, max_iter=max_iter, tol=tol, random_state=seed)
-        ica.fit(whitened)
-    converged = not any(issubclass(w.category, ConvergenceWarning) for w in log)
-    return ica.components_, int(ica.n_iter_), converged
+    attempt_seeds = np.random.SeedSequence(seed).generate_state(max_attempts)
+    for attempt_seed in [seed, *attempt_seeds[1:].tolist()]:
+        with (
+            threadpool_limits(limits=1, user_api="blas"),
+            warnings.catch_warnings(record=True) as log,
+            np.errstate(all="ignore"),
+        ):
+            warnings.simplefilter("always", ConvergenceWarning)
+            ica = FastICA(
+                whiten=False, fun=fun, max_iter=max_iter, tol=tol, random_state=int(attempt_seed)
+            )
+            try:
+                ica.fit(whitened)
+            except ValueError:  # NaN reached sklearn's input checks
+                continue
+        if np.all(np.isfinite(ica.components_)):
+            converged = not any(issubclass(w.category, ConvergenceWarning) for w in log)
+            return ica.components_, int(ica.n_iter_), converged
+    raise RuntimeError(
+        f"FastICA diverged from {max_attempts} starts (fun={fun!r}); try fun='logcosh' or a "
+        "smaller n_components."
+    )

@@ -102,7 +102,7 @@ class NetworkMaps:
         Reference network templates; None uses the built-in ones.
     force : mapping of str to int, optional
         Components chosen by hand, e.g. ``{"visual": 3}``.
-    min_r : float, default=0.2
+    min_r : float, default=0.15
         Spatial correlation below which a network is reported as not found.
     group_maps : str, Path or None
         Import group maps (4D NIfTI) instead of running group ICA.
@@ -136,7 +136,7 @@ class NetworkMaps:
         networks: Sequence[str] = ("sensorimotor", "visual"),
         templates: NetworkTemplates | str | Path | None = None,
         force: Mapping[str, int] | None = None,
-        min_r: float = 0.2,
+        min_r: float = 0.15,
         group_maps: str | Path | None = None,
         n_restarts: int = 10,
         migp_dim: int | None = None,
@@ -196,9 +196,10 @@ class NetworkMaps:
         missing = [name for name, index in self.labels_.selected.items() if index is None]
         if missing:
             raise InputError(
-                f"networks: no component matches {', '.join(missing)} (best r below "
-                f"min_r={self.min_r}). Force a component (e.g. --force-component "
-                f"{missing[0]}=3) after looking at group/ components, or raise n_components."
+                f"networks: no component matches {', '.join(missing)} (best template r below "
+                f"min_r={self.min_r}). Look at the components and their template matches "
+                "(group/desc-ica_components.nii.gz and .tsv), then choose one with "
+                f"--force-component {missing[0]}=INDEX, or lower --min-template-r."
             )
         self.network_components_ = {
             name: int(index) for name, index in self.labels_.selected.items()

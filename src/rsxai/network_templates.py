@@ -47,10 +47,13 @@ SEITZMAN_NETWORKS: dict[str, tuple[str, ...]] = {
     "reward": ("Reward",),
 }
 
+# Networks defined by their deep ROIs keep them; the others are matched on cortex only.
+DEEP_NETWORKS = frozenset({"medial_temporal", "reward"})
+
 # Each ROI of the atlas becomes a ball this much wider than the ROI itself,
 # Gaussian-smoothed, so that templates tolerate the spatial spread of ICA maps.
-SPHERE_PADDING_MM = 4.0
-SMOOTHING_FWHM_MM = 6.0
+SPHERE_PADDING_MM = 6.0
+SMOOTHING_FWHM_MM = 12.0
 # A template image with less of its mass than this inside the analysis brain
 # mask is taken to be in another space.
 MIN_MASS_IN_MASK = 0.5
@@ -123,7 +126,12 @@ def builtin_templates(
     ``padding_mm``) smoothed by a Gaussian of ``fwhm_mm``, evaluated at the
     world coordinates of the grid's masked voxels. Sensorimotor joins the
     atlas's SomatomotorDorsal and SomatomotorLateral ROIs; the "unassigned"
-    ROIs are left out. Nothing is downloaded: nilearn ships the coordinates.
+    ROIs are left out, and so are the subcortical and cerebellar ROIs of the
+    cortical networks (all but :data:`DEEP_NETWORKS`; Seitzman
+    assigns, e.g., putamen and thalamus to SomatomotorDorsal): resting-state ICA
+    networks are matched on their cortical pattern, as with Yeo's cortical
+    templates, and the deep ROIs pulled the sensorimotor template's peak into
+    the putamen. Nothing is downloaded: nilearn ships the coordinates.
 
     Parameters
     ----------
@@ -146,8 +154,10 @@ def builtin_templates(
     coordinates = grid.world_coordinates()
     tree = cKDTree(coordinates)
     maps = np.zeros((len(SEITZMAN_NETWORKS), grid.n_voxels))
-    for row, parts in enumerate(SEITZMAN_NETWORKS.values()):
-        for roi in np.flatnonzero(np.isin(np.asarray(atlas.networks), parts)):
+    cortical = np.char.startswith(np.asarray(atlas.regions, dtype=str), "cortex")
+    for row, (name, parts) in enumerate(SEITZMAN_NETWORKS.items()):
+        kept = cortical | (name in DEEP_NETWORKS)
+        for roi in np.flatnonzero(np.isin(np.asarray(atlas.networks), parts) & kept):
             # Beyond 5 sigma past the ball's edge the smoothed ball is < 1e-6.
             voxels = np.asarray(tree.query_ball_point(centres[roi], radii[roi] + 5.0 * sigma))
             if voxels.size:

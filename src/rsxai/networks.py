@@ -157,7 +157,7 @@ def label_components(
     *,
     networks: Sequence[str] = ("sensorimotor", "visual"),
     force: Mapping[str, int] | None = None,
-    min_r: float = 0.2,
+    min_r: float = 0.15,
 ) -> NetworkLabels:
     """Match components to network templates and choose one component per requested network.
 

@@ -320,8 +320,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "networks",
         "min_r",
-        0.2,
-        "Spatial correlation below which a network is not found.",
+        0.15,
+        "Template correlation below which a network is not found (noise components "
+        "score below ~0.05; the built-in templates give ICA networks ~0.2-0.5).",
         "--min-template-r",
         minimum=-1.0,
     ),

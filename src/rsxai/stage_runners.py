@@ -152,7 +152,14 @@ def run_ica(context: RunContext) -> list[Path]:
     """Group ICA on all subjects, components labelled; the group maps of dual regression."""
     out_dir = context.out_dir
     grid, subjects = preprocessed_subjects(context)
-    model = network_maps_estimator(context, grid).fit(subjects)
+    model = network_maps_estimator(context, grid)
+    try:
+        model.fit(subjects)
+    except InputError:
+        if hasattr(model, "components_"):  # keep the maps a user needs to force a choice
+            write_nifti(output_path(out_dir, "components"), grid.to_img(model.components_))
+            write_tsv(output_path(out_dir, "components_table"), model.labels_.table)
+        raise
     components_path = write_nifti(
         output_path(out_dir, "components"), grid.to_img(model.components_)
     )
@@ -165,8 +172,6 @@ def run_ica(context: RunContext) -> list[Path]:
         name: {"component": index, "r": float(model.labels_.selected_r[name])}
         for name, index in model.network_components_.items()
     }
-    for warning in model.labels_.warnings:
-        logger.warning(warning)
     written = [components_path, table_path]
     for name, index in model.network_components_.items():
         written.append(
