@@ -57,14 +57,14 @@ def test_every_problem_of_a_file_is_reported(tmp_path):
 def test_invalid_toml_names_the_file(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("[input\ntask = ")
-    with pytest.raises(InputError, match="broken.toml: not valid TOML"):
+    with pytest.raises(InputError, match=r"broken\.toml: not valid TOML"):
         load_config_file(path)
     with pytest.raises(InputError, match="configuration file not found"):
         load_config_file(tmp_path / "missing.toml")
 
 
 def test_bool_is_not_an_int():
-    with pytest.raises(InputError, match="run.random_seed must be int; got True"):
+    with pytest.raises(InputError, match=r"run\.random_seed must be int; got True"):
         resolve_config(overrides={"run.random_seed": True})
 
 
