@@ -71,7 +71,7 @@ def load_group_maps(path: str | Path, grid: Grid) -> np.ndarray:
         force_resample=True,
         copy_header=True,
     )
-    maps = grid.from_img_data(np.asarray(resampled.dataobj, dtype=np.float32)).T
+    maps = grid.from_img_data(np.asarray(resampled.dataobj, dtype=np.float32))
     maps = np.nan_to_num(maps)
     empty = np.flatnonzero(np.abs(maps).max(axis=1) == 0)
     if len(empty) == maps.shape[0] or maps.shape[1] == 0:
