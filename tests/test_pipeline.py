@@ -24,6 +24,8 @@ RUN_FLAGS = [
     "12",
     "--ica-restarts",
     "3",
+    "--n-permutations",
+    "200",
     "--min-per-group",
     "5",
     "-q",
@@ -86,9 +88,9 @@ def test_output_folder_is_complete(finished_run, simulated):
     assert provenance["versions"]["nilearn"]
     bold = next((simulated.fmriprep_dir / "sub-001" / "func").glob("*_bold.nii.gz"))
     assert provenance["input_checksums"][str(bold.resolve())] == f"sha256:{_digest(bold)}"
-    for stage in ("preprocess", "ica", "dual_regression"):
+    for stage in ("preprocess", "ica", "dual_regression", "stats"):
         assert provenance["stages"][stage]["status"] == "computed"
-    assert provenance["stages"]["stats"]["status"] == "not available"
+    assert provenance["stages"]["classify"]["status"] == "not available"
 
 
 def test_networks_are_found_where_they_were_planted(finished_run, simulated):
@@ -132,11 +134,30 @@ def test_dual_regression_outputs_and_subject_stacks(finished_run, simulated):
     assert (qc["r_visual"] > 0).all()
 
 
+def test_group_statistics_per_network_and_contrast(finished_run):
+    stats = json.loads((finished_run / "summary.json").read_text())["stats"]
+    assert stats["n_tests"] == 4  # 2 networks x 2 contrasts
+    for network in ("sensorimotor", "visual"):
+        for contrast in ("patients>controls", "controls>patients"):
+            entry = stats["networks"][network][contrast]
+            assert entry["n_permutations"] == 200
+            log_p = np.asarray(nib.load(finished_run / entry["maps"]["logpFWEtfce"]).dataobj)
+            # The smallest possible permutation p is 1/200.
+            assert log_p.max() <= np.log10(200) + 1e-6
+            assert entry["min_p_fwe"] == pytest.approx(10 ** -log_p.max(), rel=1e-4)
+            assert entry["min_p_fwe_bonferroni_networks"] == pytest.approx(
+                min(1.0, 4 * entry["min_p_fwe"])
+            )
+    t_up = nib.load(finished_run / stats["networks"]["visual"]["patients>controls"]["maps"]["t"])
+    t_down = nib.load(finished_run / stats["networks"]["visual"]["controls>patients"]["maps"]["t"])
+    assert np.allclose(np.asarray(t_up.dataobj), -np.asarray(t_down.dataobj), atol=1e-5)
+
+
 def test_rerun_reuses_everything_and_changes_nothing(finished_run, simulated):
     before = _result_files(finished_run)
     assert main(["run", str(simulated.bids_root), str(finished_run), *RUN_FLAGS]) == 0
     provenance = json.loads((finished_run / "provenance.json").read_text())
-    for stage in ("preprocess", "ica", "dual_regression"):
+    for stage in ("preprocess", "ica", "dual_regression", "stats"):
         assert provenance["stages"][stage]["status"] == "reused"
     assert _result_files(finished_run) == before
 

@@ -28,6 +28,7 @@ SECTION_TITLES = {
     "ica": "group ICA",
     "networks": "network labelling",
     "dual_regression": "dual regression",
+    "stats": "group statistics",
     "run": "execution",
 }
 
@@ -46,6 +47,8 @@ def _add_option(group: argparse._ArgumentGroup, option: Option) -> None:
         kwargs["action"] = argparse.BooleanOptionalAction
     elif isinstance(option.default, list):
         kwargs.update(nargs="+", metavar=option.name.upper())
+        if option.choices:
+            kwargs["choices"] = option.choices
     else:
         kind = option.kind or (type(option.default) if option.default is not None else str)
         kwargs["type"] = str if option.also else kind

@@ -99,7 +99,8 @@ class Option:
             raise InputError(
                 f"{origin}: option {self.key} must be at least {self.minimum}; got {value!r}."
             )
-        if self.choices is not None and value not in self.choices:
+        items = value if isinstance(value, list) else [value]
+        if self.choices is not None and any(item not in self.choices for item in items):
             allowed = ", ".join(repr(c) for c in self.choices)
             raise InputError(
                 f"{origin}: option {self.key} must be one of {allowed}; got {value!r}."
@@ -333,6 +334,39 @@ OPTIONS: tuple[Option, ...] = (
         True,
         "Variance-normalise the stage-1 time courses before stage 2 (FSL's default).",
         "--des-norm",
+    ),
+    # [stats] permutation GLM on each network's subject maps
+    Option(
+        "stats",
+        "n_permutations",
+        5000,
+        "Permutations, the unpermuted labelling counted as the first (as randomise).",
+        "--n-permutations",
+        minimum=1,
+    ),
+    Option(
+        "stats",
+        "contrasts",
+        ["patients>controls", "controls>patients"],
+        "Contrasts tested on every network.",
+        "--contrasts",
+        choices=("patients>controls", "controls>patients", "two-sided"),
+    ),
+    Option("stats", "tfce", True, "Threshold-free cluster enhancement (FSL defaults).", "--tfce"),
+    Option(
+        "stats",
+        "covariates",
+        [],
+        "participants.tsv columns to adjust for (Freedman-Lane permutation).",
+        "--covariates",
+    ),
+    Option(
+        "stats",
+        "exchangeability_blocks",
+        None,
+        "participants.tsv column (e.g. site) within which labels are permuted.",
+        "--exchangeability-blocks",
+        nullable=True,
     ),
     # [run] how the run is carried out
     Option(

@@ -50,6 +50,8 @@ OUTPUT_NAMES: dict[str, str] = {
     "dr_qc": "group/desc-dr_qc.tsv",
     "network_stack": "group/network-{network}_desc-dr_stat-effect_subjects.nii.gz",
     "network_stack_order": "group/network-{network}_desc-dr_subjects.tsv",
+    # stats
+    "stat_map": "stats/network-{network}_contrast-{contrast}_stat-{stat}_statmap.nii.gz",
 }
 
 

@@ -92,6 +92,7 @@ IMPLEMENTED_STAGES: tuple[Stage, ...] = (
     Stage("preprocess", stage_runners.run_preprocess, ("input", "preprocess")),
     Stage("ica", stage_runners.run_ica, ("ica", "networks", "dual_regression")),
     Stage("dual_regression", stage_runners.run_dual_regression, ("dual_regression",)),
+    Stage("stats", stage_runners.run_stats, ("stats",)),
 )
 
 

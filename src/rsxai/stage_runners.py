@@ -166,7 +166,7 @@ def run_ica(context: RunContext) -> list[Path]:
     table = model.labels_.table.copy()
     if model.ica_ is not None:
         table["stability"] = model.ica_.stability_
-        table["explained_variance"] = model.ica_.explained_variance_ratio_[: len(table)]
+        table["explained_variance"] = model.ica_.explained_variance_ratio_  # component order
     table_path = write_tsv(output_path(out_dir, "components_table"), table)
     selection = {
         name: {"component": index, "r": float(model.labels_.selected_r[name])}
@@ -278,3 +278,101 @@ def _load_nifti(path: Path) -> np.ndarray:
     import nibabel as nib
 
     return np.asarray(nib.load(path).dataobj, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- stats
+# BIDS-safe labels of the contrasts in file names.
+CONTRAST_LABELS = {
+    "patients>controls": "patientsGTcontrols",
+    "controls>patients": "controlsGTpatients",
+    "two-sided": "twoSided",
+}
+
+
+def _minus_log10(p: np.ndarray) -> np.ndarray:
+    return -np.log10(np.clip(p, 1e-300, 1.0))
+
+
+def run_stats(context: RunContext) -> list[Path]:
+    """Permutation GLM with TFCE per network and contrast; FWE-corrected maps and summary."""
+    from rsxai.stats import permutation_glm
+
+    config, cohort, out_dir = context.config, context.cohort, context.out_dir
+    options = config.stats
+    grid = Grid.from_img(output_path(out_dir, "mask"))
+    networks = context.summary.data["networks"]
+    covariates = None
+    if options.covariates:
+        unknown = sorted(set(options.covariates) - set(cohort.covariates.columns))
+        if unknown:
+            raise InputError(
+                f"--covariates: {', '.join(unknown)} not in participants.tsv; available: "
+                f"{', '.join(cohort.covariates.columns) or 'none'}."
+            )
+        covariates = cohort.covariates[list(options.covariates)].reset_index(drop=True)
+    blocks = None
+    if options.exchangeability_blocks:
+        column = options.exchangeability_blocks
+        if column not in cohort.covariates.columns:
+            raise InputError(
+                f"--exchangeability-blocks: no column {column!r} in participants.tsv."
+            )
+        blocks = cohort.covariates[column].to_numpy()
+    n_tests = len(networks) * len(options.contrasts)
+    written, results = [], {}
+    coordinates = grid.world_coordinates()
+    for network, entry in networks.items():
+        maps = grid.from_img_data(_load_nifti(out_dir / entry["subject_maps"]))
+        results[network] = {}
+        for contrast in options.contrasts:
+            result = permutation_glm(
+                maps,
+                cohort.y,
+                grid,
+                covariates=covariates,
+                contrast=contrast,
+                n_permutations=options.n_permutations,
+                tfce=options.tfce,
+                exchangeability_blocks=blocks,
+                random_state=config.run.random_seed,
+                n_jobs=config.run.n_jobs,
+                progress=context.progress,
+            )
+            label = CONTRAST_LABELS[contrast]
+            images = {
+                "t": result.t,
+                "logpFWEt": _minus_log10(result.p_fwe_t),
+                "logpUncorrected": _minus_log10(result.p_uncorrected),
+            }
+            if result.tfce is not None:
+                images["tfce"] = result.tfce
+                images["logpFWEtfce"] = _minus_log10(result.p_fwe_tfce)
+            paths = {}
+            for stat, values in images.items():
+                path = output_path(out_dir, "stat_map", network=network, contrast=label, stat=stat)
+                written.append(write_nifti(path, grid.to_img(values)))
+                paths[stat] = str(path.relative_to(out_dir))
+            p_fwe = result.p_fwe_tfce if result.tfce is not None else result.p_fwe_t
+            peak = int(np.argmax(np.abs(result.t)))
+            results[network][contrast] = {
+                "n_permutations": int(result.n_permutations),
+                "inference": "TFCE" if result.tfce is not None else "voxel t",
+                "n_fwe_significant_voxels": int(np.sum(p_fwe < 0.05)),
+                "min_p_fwe": float(p_fwe.min()),
+                "min_p_fwe_bonferroni_networks": float(min(1.0, p_fwe.min() * n_tests)),
+                "peak_mni": [round(float(c), 1) for c in coordinates[peak]],
+                "peak_t": float(result.t[peak]),
+                "maps": paths,
+            }
+    context.summary.update(
+        "stats",
+        {
+            "n_tests": n_tests,
+            "correction": "FWE by the max-statistic permutation distribution within each map; "
+            "min_p_fwe_bonferroni_networks also corrects for the number of networks "
+            "x contrasts tested",
+            "covariates": list(options.covariates),
+            "networks": results,
+        },
+    )
+    return written
