@@ -151,6 +151,9 @@ def test_group_statistics_per_network_and_contrast(finished_run):
     t_up = nib.load(finished_run / stats["networks"]["visual"]["patients>controls"]["maps"]["t"])
     t_down = nib.load(finished_run / stats["networks"]["visual"]["controls>patients"]["maps"]["t"])
     assert np.allclose(np.asarray(t_up.dataobj), -np.asarray(t_down.dataobj), atol=1e-5)
+    visual = stats["networks"]["visual"]
+    assert visual["patients>controls"]["peak_t"] == pytest.approx(np.asarray(t_up.dataobj).max())
+    assert visual["controls>patients"]["peak_t"] == pytest.approx(np.asarray(t_down.dataobj).max())
 
 
 def test_rerun_reuses_everything_and_changes_nothing(finished_run, simulated):

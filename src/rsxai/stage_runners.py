@@ -353,7 +353,8 @@ def run_stats(context: RunContext) -> list[Path]:
                 written.append(write_nifti(path, grid.to_img(values)))
                 paths[stat] = str(path.relative_to(out_dir))
             p_fwe = result.p_fwe_tfce if result.tfce is not None else result.p_fwe_t
-            peak = int(np.argmax(np.abs(result.t)))
+            # The contrast's own direction: result.t is already signed by the contrast.
+            peak = int(np.argmax(np.abs(result.t) if contrast == "two-sided" else result.t))
             results[network][contrast] = {
                 "n_permutations": int(result.n_permutations),
                 "inference": "TFCE" if result.tfce is not None else "voxel t",
