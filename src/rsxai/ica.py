@@ -16,21 +16,18 @@ from collections.abc import Sequence
 from numbers import Integral, Real
 
 import numpy as np
-from joblib import Parallel, delayed
 from scipy import stats
 from sklearn.base import BaseEstimator
-from sklearn.decomposition import FastICA
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
-from threadpoolctl import threadpool_limits
 
 from rsxai.dual_regression import spatial_regression
 from rsxai.exceptions import InputError
-from rsxai.ica_stability import icasso_stability
+from rsxai.ica_stability import FASTICA_FUNS, fastica_restarts, icasso_stability
 from rsxai.migp import SubjectSource, estimate_n_components, migp
 
 __all__ = ["GroupICA"]
 
-_FUNS = ("cube", "logcosh", "exp")
+_FUNS = FASTICA_FUNS
 # MIGP eigenvalues below this fraction of the largest are numerical zeros
 # (the working matrix is float32).
 _RELATIVE_EIGENVALUE_FLOOR = 1e-5
@@ -45,8 +42,9 @@ class GroupICA(BaseEstimator):
 
     ``fit`` reduces all subjects to a group PCA space by MIGP (Smith et al.
     2014), whitens the top ``n_components`` spatial eigenvectors and unmixes
-    them with scikit-learn's FastICA, voxels being the samples (spatial
-    ICA). FastICA is run ``n_restarts`` times from different random starts;
+    them with symmetric FastICA, voxels being the samples (spatial ICA;
+    :func:`rsxai.ica_stability.symmetric_fastica`, scikit-learn's iteration
+    in float32). FastICA is run ``n_restarts`` times from different random starts;
     the estimates of all runs are clustered by absolute spatial correlation
     (ICASSO, Himberg et al. 2004) and the run closest to the cluster
     centrotypes is kept. Components are sign-fixed to positive skew,
@@ -70,8 +68,12 @@ class GroupICA(BaseEstimator):
         be measured and ``stability_`` is all NaN.
     fun : {"cube", "logcosh", "exp"}, default="cube"
         FastICA contrast; ``"cube"`` is MELODIC's ``pow3``.
-    max_iter : int, default=1000
-        FastICA iterations per run.
+    max_iter : int, default=500
+        FastICA iterations per run (MELODIC's default; scikit-learn's is 200).
+        Components that are noise never converge (a Gaussian-like direction
+        has no optimum), so with ``n_components`` above the number of real
+        networks every restart runs to ``max_iter``; the stable components
+        are found in far fewer iterations and do not change with more.
     tol : float, default=1e-4
         FastICA convergence tolerance.
     random_state : int, numpy Generator or None, default=0
@@ -80,6 +82,8 @@ class GroupICA(BaseEstimator):
         depend on ``n_jobs``.
     n_jobs : int or None, default=1
         Parallel FastICA restarts (joblib semantics; -1 uses all cores).
+        MIGP's matrix products use the BLAS threads of the environment (see
+        Notes).
     progress : bool, default=False
         Show a progress bar over subjects during MIGP.
 
@@ -94,7 +98,12 @@ class GroupICA(BaseEstimator):
         rows being demeaned across voxels.
     explained_variance_ratio_ : ndarray of shape (n_components_,)
         Fraction of the total variance of the concatenated, normalised data
-        carried by each of the top ``K`` group PCA components (PCA order).
+        carried by each component, in component order (decreasing):
+        ``V * sum(mixing_[:, k] ** 2) / total``, the components being
+        orthogonal with squared norm ``V``. The values add up to the fraction
+        carried by the top ``K`` group PCA components (less the spatial mean
+        of their maps); the PCA fractions themselves are
+        ``migp_eigenvalues_[:K] / total``.
     stability_ : ndarray of shape (n_components_,)
         ICASSO quality index ``Iq`` of each component's cluster (1 = found
         identically by every restart and unlike all else; near 0 or below =
@@ -124,6 +133,12 @@ class GroupICA(BaseEstimator):
     Subjects are expected already preprocessed and masked on a common grid;
     MIGP still demeans and variance-normalises each voxel of each subject,
     as MELODIC does.
+
+    Nearly all of the time of ``fit`` is MIGP's matrix products, which run
+    on as many BLAS threads as the environment allows (numpy's default: all
+    cores). On a machine shared with other work, threads that wait for each
+    other can make them several times slower than one thread; limit them
+    with ``threadpoolctl.threadpool_limits(1)`` or ``OMP_NUM_THREADS=1``.
     """
 
     def __init__(
@@ -133,7 +148,7 @@ class GroupICA(BaseEstimator):
         migp_dim: int | None = None,
         n_restarts: int = 10,
         fun: str = "cube",
-        max_iter: int = 1000,
+        max_iter: int = 500,
         tol: float = 1e-4,
         random_state: int | np.random.Generator | None = 0,
         n_jobs: int | None = 1,
@@ -250,18 +265,23 @@ class GroupICA(BaseEstimator):
         whitened = left * np.sqrt(n_voxels)  # (V, K), unit variance, uncorrelated
 
         seeds = rng.integers(0, 2**31 - 1, size=self.n_restarts)
-        runs = Parallel(n_jobs=self.n_jobs)(
-            delayed(_fastica_unmixing)(whitened, int(seed), self.fun, self.max_iter, self.tol)
-            for seed in seeds
+        # FastICA's products run in float32 (see symmetric_fastica): half the
+        # memory traffic of the (K, V) products that are its whole cost.
+        signals = np.ascontiguousarray(whitened.T, dtype=np.float32)
+        unmixings, self.n_iter_, converged = fastica_restarts(
+            signals, seeds, fun=self.fun, max_iter=self.max_iter, tol=self.tol, n_jobs=self.n_jobs
         )
-        unmixings = np.stack([run[0] for run in runs])  # (R, K, K), orthogonal
-        self.n_iter_ = np.array([run[1] for run in runs])
-        n_failed = sum(not run[2] for run in runs)
+        n_failed = int(np.sum(~converged))
         if n_failed:
             warnings.warn(
                 f"FastICA did not converge in {n_failed} of {self.n_restarts} restarts "
-                f"(max_iter={self.max_iter}, tol={self.tol}); raise max_iter, or check that "
-                f"n_components={n_components} is not larger than the data support.",
+                f"(max_iter={self.max_iter}, tol={self.tol}). This is expected when some of "
+                f"the n_components={n_components} components are noise: a Gaussian-like "
+                "direction has no independent component to converge to, and keeps turning. "
+                "Such components are not reproducible across restarts; look at their ICASSO "
+                "stability (stability_, the 'stability' column of the components table) "
+                "before interpreting them. Raising max_iter costs time and rarely changes the "
+                "stable components.",
                 ConvergenceWarning,
                 stacklevel=2,
             )
@@ -285,7 +305,11 @@ class GroupICA(BaseEstimator):
         self.components_ = sources[order].astype(np.float32)
         self.mixing_ = mixing[:, order]
         self.stability_ = np.asarray(stability, dtype=np.float64)[order]
-        self.explained_variance_ratio_ = eigenvalues[:n_components] / group_pca.total_variance
+        # Components are orthogonal with squared norm V, so component k carries
+        # V |mixing[:, k]|^2 of the group PCA space's sum of squares.
+        self.explained_variance_ratio_ = (
+            n_voxels * np.sum(self.mixing_**2, axis=0) / group_pca.total_variance
+        )
         self.n_components_ = n_components
         self.n_voxels_ = n_voxels
         self.migp_components_ = group_pca.components
@@ -319,39 +343,3 @@ class GroupICA(BaseEstimator):
                 f"got shape {X.shape}."
             )
         return spatial_regression(self.components_, X).astype(np.float32)
-
-
-def _fastica_unmixing(
-    whitened: np.ndarray, seed: int, fun: str, max_iter: int, tol: float, max_attempts: int = 5
-) -> tuple[np.ndarray, int, bool]:
-    """One FastICA run on already whitened data; returns (unmixing (K, K), n_iter, converged).
-
-    BLAS is limited to one thread so that a run gives bit-identical results in
-    the main process and in a joblib worker (thread count changes the order
-    of floating-point sums); the problem is small (V x K) anyway. The cube
-    non-linearity can, from an unlucky start, drive sklearn's symmetric
-    decorrelation to NaN; such a start is replaced by the next seed of a
-    sequence derived from ``seed``, so the result stays deterministic.
-    """
-    attempt_seeds = np.random.SeedSequence(seed).generate_state(max_attempts)
-    for attempt_seed in [seed, *attempt_seeds[1:].tolist()]:
-        with (
-            threadpool_limits(limits=1, user_api="blas"),
-            warnings.catch_warnings(record=True) as log,
-            np.errstate(all="ignore"),
-        ):
-            warnings.simplefilter("always", ConvergenceWarning)
-            ica = FastICA(
-                whiten=False, fun=fun, max_iter=max_iter, tol=tol, random_state=int(attempt_seed)
-            )
-            try:
-                ica.fit(whitened)
-            except ValueError:  # NaN reached sklearn's input checks
-                continue
-        if np.all(np.isfinite(ica.components_)):
-            converged = not any(issubclass(w.category, ConvergenceWarning) for w in log)
-            return ica.components_, int(ica.n_iter_), converged
-    raise RuntimeError(
-        f"FastICA diverged from {max_attempts} starts (fun={fun!r}); try fun='logcosh' or a "
-        "smaller n_components."
-    )

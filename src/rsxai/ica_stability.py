@@ -1,4 +1,4 @@
-"""ICASSO-style stability of ICA components across restarts (Himberg et al. 2004).
+"""FastICA from several random starts, and the stability of what they find.
 
 FastICA converges to different local optima from different random starts.
 ICASSO (Himberg, Hyvärinen & Esposito 2004, *NeuroImage* 22:1214-1222) runs it
@@ -6,19 +6,189 @@ several times, clusters all estimated components by the absolute correlation
 between them, and scores each cluster by how tight and how isolated it is:
 a component that every restart finds again forms a tight cluster far from the
 others; a component that is an artefact of one start does not.
+
+:func:`fastica_restarts` runs symmetric FastICA (Hyvärinen 1999) on already
+whitened data from several seeds, :func:`icasso_stability` clusters the
+estimates.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from joblib import Parallel, delayed
+from scipy import linalg
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
+from threadpoolctl import threadpool_limits
 
 from rsxai.exceptions import InputError
 
-__all__ = ["StabilityResult", "icasso_stability"]
+__all__ = ["StabilityResult", "fastica_restarts", "icasso_stability", "symmetric_fastica"]
+
+FASTICA_FUNS = ("cube", "logcosh", "exp")
+
+
+def _cube(projections: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # g(u) = u^3, g'(u) = 3 u^2; MELODIC's pow3. In place, and u * u * u rather
+    # than u ** 3, which numpy evaluates with the generic pow (10-30x slower).
+    squares = projections * projections
+    g_prime_mean = 3.0 * squares.mean(axis=1, dtype=np.float64)
+    squares *= projections
+    return squares, g_prime_mean
+
+
+def _logcosh(projections: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # g(u) = tanh(u), g'(u) = 1 - tanh(u)^2 (scikit-learn's default, alpha = 1).
+    g = np.tanh(projections, out=projections)
+    return g, 1.0 - np.mean(g * g, axis=1, dtype=np.float64)
+
+
+def _exp(projections: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # g(u) = u exp(-u^2 / 2), g'(u) = (1 - u^2) exp(-u^2 / 2).
+    squares = projections * projections
+    gauss = np.exp(-0.5 * squares)
+    g_prime_mean = np.mean((1.0 - squares) * gauss, axis=1, dtype=np.float64)
+    return projections * gauss, g_prime_mean
+
+
+_NONLINEARITIES = {"cube": _cube, "logcosh": _logcosh, "exp": _exp}
+
+
+def _symmetric_decorrelation(unmixing: np.ndarray) -> np.ndarray:
+    """``(W W')^(-1/2) W``: the orthogonal matrix nearest to ``W`` (rows decorrelated)."""
+    eigenvalues, eigenvectors = linalg.eigh(unmixing @ unmixing.T)
+    eigenvalues = np.clip(eigenvalues, np.finfo(np.float64).tiny, None)
+    return (eigenvectors / np.sqrt(eigenvalues)) @ eigenvectors.T @ unmixing
+
+
+def symmetric_fastica(
+    signals: np.ndarray,
+    w_init: np.ndarray,
+    *,
+    fun: str = "cube",
+    max_iter: int = 500,
+    tol: float = 1e-4,
+) -> tuple[np.ndarray, int, bool]:
+    """Symmetric (parallel) FastICA on whitened signals (Hyvärinen 1999).
+
+    The fixed-point iteration of scikit-learn's ``FastICA(algorithm="parallel",
+    whiten=False)``, with the same convergence test (every row of the
+    unmixing matrix changes direction by less than ``tol``), written out
+    because scikit-learn's spends most of its time outside the two
+    products that are the real work: its cube is ``u ** 3`` (numpy's generic
+    power, 30 times slower than two multiplications) and it works in
+    float64 only. Here the two ``(K, V)`` products run in the precision of
+    ``signals`` (float32 in :class:`~rsxai.ica.GroupICA`: their relative
+    error, about 1e-6, is far below ``tol``), the means of the non-linearity
+    and the ``K x K`` unmixing matrix in float64. On a 20 x 26,600 problem one
+    iteration takes about 1 ms instead of 35 ms.
+
+    Parameters
+    ----------
+    signals : ndarray of shape (K, V)
+        Whitened signals (rows uncorrelated with unit variance), samples
+        along the second axis; for spatial ICA the ``V`` voxels.
+    w_init : ndarray of shape (K, K)
+        Starting unmixing matrix (orthogonalised before the first step).
+    fun : {"cube", "logcosh", "exp"}, default="cube"
+        Contrast function.
+    max_iter : int, default=500
+        Maximum number of iterations.
+    tol : float, default=1e-4
+        Convergence tolerance on ``max |1 - |<w_new, w_old>|||`` over rows.
+
+    Returns
+    -------
+    unmixing : ndarray of shape (K, K), float64
+        Orthogonal; the sources are ``unmixing @ signals``.
+    n_iter : int
+        Iterations run.
+    converged : bool
+        Whether the tolerance was reached within ``max_iter``.
+    """
+    nonlinearity = _NONLINEARITIES[fun]
+    n_samples = signals.shape[1]
+    unmixing = _symmetric_decorrelation(np.asarray(w_init, dtype=np.float64))
+    for n_iter in range(1, max_iter + 1):
+        g, g_prime_mean = nonlinearity(unmixing.astype(signals.dtype) @ signals)
+        update = (g @ signals.T).astype(np.float64) / n_samples
+        update -= g_prime_mean[:, None] * unmixing
+        new = _symmetric_decorrelation(update)
+        change = np.max(np.abs(np.abs(np.einsum("ij,ij->i", new, unmixing)) - 1.0))
+        unmixing = new
+        if change < tol:
+            return unmixing, n_iter, True
+    return unmixing, max_iter, False
+
+
+def _one_restart(
+    signals: np.ndarray, seed: int, fun: str, max_iter: int, tol: float, max_attempts: int = 5
+) -> tuple[np.ndarray, int, bool]:
+    """One FastICA run from ``seed``; returns (unmixing (K, K), n_iter, converged).
+
+    BLAS is limited to one thread so that a run gives bit-identical results in
+    the main process and in a joblib worker (thread count changes the order
+    of floating-point sums); the products are small (K x V) anyway. The cube
+    non-linearity can, from an unlucky start, drive the symmetric
+    decorrelation to infinity; such a start is replaced by the next seed of a
+    sequence derived from ``seed``, so the result stays deterministic.
+    """
+    n_components = signals.shape[0]
+    attempt_seeds = np.random.SeedSequence(seed).generate_state(max_attempts)
+    for attempt_seed in [seed, *attempt_seeds[1:].tolist()]:
+        w_init = np.random.default_rng(attempt_seed).standard_normal((n_components, n_components))
+        with threadpool_limits(limits=1, user_api="blas"), np.errstate(all="ignore"):
+            unmixing, n_iter, converged = symmetric_fastica(
+                signals, w_init, fun=fun, max_iter=max_iter, tol=tol
+            )
+        if np.all(np.isfinite(unmixing)):
+            return unmixing, n_iter, converged
+    raise RuntimeError(
+        f"FastICA diverged from {max_attempts} starts (fun={fun!r}); try fun='logcosh' or a "
+        "smaller n_components."
+    )
+
+
+def fastica_restarts(
+    signals: np.ndarray,
+    seeds: Sequence[int],
+    *,
+    fun: str = "cube",
+    max_iter: int = 500,
+    tol: float = 1e-4,
+    n_jobs: int | None = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Symmetric FastICA from each seed, in parallel; results do not depend on ``n_jobs``.
+
+    Parameters
+    ----------
+    signals : ndarray of shape (K, V)
+        Whitened signals, see :func:`symmetric_fastica`.
+    seeds : sequence of int
+        One seed per run; it seeds the standard normal starting matrix.
+    fun, max_iter, tol
+        See :func:`symmetric_fastica`.
+    n_jobs : int or None, default=1
+        Runs in parallel (joblib semantics).
+
+    Returns
+    -------
+    unmixings : ndarray of shape (n_runs, K, K)
+        Orthogonal unmixing matrix of each run.
+    n_iter : ndarray of shape (n_runs,), int
+    converged : ndarray of shape (n_runs,), bool
+    """
+    runs = Parallel(n_jobs=n_jobs)(
+        delayed(_one_restart)(signals, int(seed), fun, max_iter, tol) for seed in seeds
+    )
+    return (
+        np.stack([run[0] for run in runs]),
+        np.array([run[1] for run in runs]),
+        np.array([run[2] for run in runs]),
+    )
 
 
 @dataclass(frozen=True)

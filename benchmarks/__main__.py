@@ -1,0 +1,105 @@
+"""Run every benchmark and rewrite BENCHMARKS.md: ``python -m benchmarks [--quick]``.
+
+With ``--quick`` everything runs on small data as a smoke test (about two
+minutes, most of it making the small cohort the first time) and the report
+is printed instead of replacing BENCHMARKS.md, unless ``--output`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import group_ica, migp_memory, network_maps, signal_cleaning
+from benchmarks.measurement import REPO_ROOT, machine_description
+
+
+def _machine_section(before: dict, after_load: list[float], seconds: float) -> str:
+    versions = ", ".join(f"{name} {version}" for name, version in before["versions"].items())
+    # The load after includes the benchmarks' own processes; the load before is other work.
+    busy = before["load_average"][0] > 0.5 * before["usable_cores"]
+    lines = [
+        "## Machine",
+        "",
+        f"- CPU: {before['cpu']}; {before['logical_cores']} logical cores "
+        f"({before['usable_cores']} usable); RAM {before['ram_gib']} GiB",
+        f"- {before['os']}, Python {before['python']}; BLAS: {', '.join(before['blas']) or '?'}",
+        f"- {versions}",
+        f"- Load average (1, 5, 15 min) before: {before['load_average']}, after: {after_load} "
+        "(after includes the benchmarks' own processes)"
+        + (
+            " — the machine was busy with other work when they started, so times are "
+            "pessimistic and noisy."
+            if busy
+            else "."
+        ),
+        f"- All benchmarks together took {seconds / 60:.1f} min.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small smoke run (~2 min)")
+    parser.add_argument(
+        "--data-dir",
+        default=str(Path(tempfile.gettempdir()) / "rsxai-benchmarks"),
+        help="where the simulated cohorts are kept between runs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="report file (default: BENCHMARKS.md at the repository root; with --quick, "
+        "standard output)",
+    )
+    args = parser.parse_args(argv)
+    argv_used = sys.argv[1:] if argv is None else list(argv)
+    command = "python -m benchmarks" + "".join(f" {item}" for item in argv_used)
+
+    started = time.perf_counter()
+    machine = machine_description()
+    sections = [
+        signal_cleaning.markdown(signal_cleaning.run(quick=args.quick)),
+        group_ica.markdown(group_ica.run(args.data_dir, quick=args.quick)),
+        network_maps.markdown(network_maps.run(args.data_dir, quick=args.quick)),
+        migp_memory.markdown(migp_memory.run(quick=args.quick)),
+    ]
+    seconds = time.perf_counter() - started
+    header = [
+        "# Benchmarks" + (" (quick smoke run: small data, figures not meaningful)" * args.quick),
+        "",
+        "Written by `python -m benchmarks` (the `benchmarks/` folder of this repository); "
+        "every figure below comes from that one run. Each benchmark also runs alone, e.g. "
+        "`python -m benchmarks.group_ica`, and with `--quick` on small data.",
+        "",
+        f"- Command: `{command}` (from the repository root, in the project's virtual environment)",
+        f"- Date: {machine['date']}",
+        "",
+    ]
+    report = (
+        "\n".join(header)
+        + "\n"
+        + _machine_section(machine, [round(v, 2) for v in os.getloadavg()], seconds)
+        + "\n"
+        + "\n".join(sections)
+    )
+    output = args.output or (None if args.quick else str(REPO_ROOT / "BENCHMARKS.md"))
+    if output is None:
+        print(report)
+        return
+    path = Path(output)
+    temporary = path.with_name("." + path.name + ".tmp")
+    temporary.write_text(report)
+    os.replace(temporary, path)
+    print(f"Wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
