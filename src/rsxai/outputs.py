@@ -52,6 +52,30 @@ OUTPUT_NAMES: dict[str, str] = {
     "network_stack_order": "group/network-{network}_desc-dr_subjects.tsv",
     # stats
     "stat_map": "stats/network-{network}_contrast-{contrast}_stat-{stat}_statmap.nii.gz",
+    "clusters": "stats/network-{network}_contrast-{contrast}_clusters.tsv",
+    # classify ({model}: cnn, svm, logistic, ensemble)
+    "cls_predictions": "classification/network-{network}/model-{model}_predictions.tsv",
+    "cls_metrics": "classification/network-{network}/model-{model}_metrics.json",
+    "cls_folds": "classification/network-{network}/model-{model}_folds.tsv",
+    "cls_null": "classification/network-{network}/model-{model}_null.tsv",
+    "cls_training": "classification/network-{network}/model-cnn_training.tsv",
+    "cls_weights": (
+        "classification/network-{network}/weights/"
+        "model-cnn_repeat-{repeat}_fold-{fold}.safetensors"
+    ),
+    # explain ({target}: predicted or patient; {desc}: meancorrect, meanall, tstat)
+    "xai_subjects": (
+        "explanations/network-{network}/method-{method}_target-{target}_desc-subjects_relevance.nii.gz"
+    ),
+    "xai_subjects_order": "explanations/network-{network}/desc-subjects_order.tsv",
+    "xai_group": (
+        "explanations/network-{network}/method-{method}_target-{target}_desc-{desc}_relevance.nii.gz"
+    ),
+    "xai_regions": "explanations/network-{network}/method-{method}_target-{target}_regions.tsv",
+    "xai_agreement": "explanations/network-{network}/agreement.tsv",
+    "xai_sanity": "explanations/network-{network}/sanity_checks.tsv",
+    "xai_faithfulness": "explanations/network-{network}/faithfulness.tsv",
+    "xai_localisation": "explanations/network-{network}/localisation.tsv",
 }
 
 
