@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from rsxai import stage_runners
+from rsxai import stage_runners, stats_stage
 from rsxai._version import __version__
 from rsxai.cohort import Cohort
 from rsxai.config import STAGES, Config
@@ -92,7 +92,7 @@ IMPLEMENTED_STAGES: tuple[Stage, ...] = (
     Stage("preprocess", stage_runners.run_preprocess, ("input", "preprocess")),
     Stage("ica", stage_runners.run_ica, ("ica", "networks", "dual_regression")),
     Stage("dual_regression", stage_runners.run_dual_regression, ("dual_regression",)),
-    Stage("stats", stage_runners.run_stats, ("stats",)),
+    Stage("stats", stats_stage.run_stats, ("stats",)),
 )
 
 
