@@ -29,6 +29,8 @@ SECTION_TITLES = {
     "networks": "network labelling",
     "dual_regression": "dual regression",
     "stats": "group statistics",
+    "classify": "classification",
+    "explain": "explanations",
     "run": "execution",
 }
 
@@ -191,6 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_verbosity(demo)
 
+    report = sub.add_parser(
+        "report",
+        formatter_class=_Formatter,
+        help="Rebuild report.html from an output folder.",
+        description="Write OUTPUT_DIR/report.html from the outputs found there; "
+        "nothing is recomputed.",
+    )
+    report.add_argument(
+        "output_dir", type=Path, metavar="OUTPUT_DIR", help="Output folder of `rsxai run`."
+    )
+    _add_verbosity(report)
+
     sub.add_parser(
         "version", help="Print the rsxai version.", description="Print the rsxai version."
     )
@@ -330,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_command(args, argv)
         if args.command == "simulate":
             return _simulate_command(args)
+        if args.command == "report":
+            from rsxai.report import report_command
+
+            return report_command(args.output_dir)
         return _demo_command(args)
     except InputError as error:
         for problem in error.problems:

@@ -1,114 +1,19 @@
 """The registry of every option: section, name, default, flag, help.
 
 Adding an option here adds it to the configuration file, the command line
-(``--help`` shows its default) and the resolved ``rsxai.toml`` at once.
+(``--help`` shows its default) and the resolved ``rsxai.toml`` at once. The
+options of the learning stages (classify, explain) are in
+:mod:`rsxai.options_learning`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from rsxai.option_spec import STAGES, Option
+from rsxai.options_learning import LEARNING_OPTIONS
 
-from rsxai.exceptions import InputError
+__all__ = ["OPTIONS", "STAGES", "Option"]
 
-STAGES: tuple[str, ...] = (
-    "preprocess",
-    "ica",
-    "dual_regression",
-    "stats",
-    "classify",
-    "explain",
-    "report",
-)
-
-
-@dataclass(frozen=True)
-class Option:
-    """One configurable option.
-
-    Parameters
-    ----------
-    section, name : str
-        TOML table and key (``[section] name = …``).
-    default : object
-        Built-in default; its type is the option's type (a list means a list of str).
-    help : str
-        One sentence for ``--help`` and the documentation.
-    flag : str or None
-        Command-line flag; None for options set only in the configuration file.
-    choices : tuple or None
-        Allowed values.
-    nullable : bool
-        Whether "" / None ("not set") is allowed besides the default's type.
-    minimum : float or None
-        Smallest allowed number.
-    kind : type or None
-        The value's type when the default does not tell it (a None default).
-    also : tuple
-        Literal values accepted besides the type (e.g. ``("auto",)`` for a count).
-    """
-
-    section: str
-    name: str
-    default: Any
-    help: str
-    flag: str | None = None
-    choices: tuple[Any, ...] | None = None
-    nullable: bool = False
-    minimum: float | None = None
-    kind: type | None = None
-    also: tuple[Any, ...] = ()
-
-    @property
-    def key(self) -> str:
-        """``section.name``."""
-        return f"{self.section}.{self.name}"
-
-    def check(self, value: Any, origin: str) -> Any:
-        """Return ``value`` converted to the option's type or raise a message."""
-        if value is None or value == "":
-            if self.nullable:
-                return None
-            raise InputError(
-                f"{origin}: option {self.key} must be set; its default is {self.default!r}."
-            )
-        if value in self.also:
-            return value
-        kind = self.kind or (type(self.default) if self.default is not None else str)
-        if kind is int and isinstance(value, str) and value.lstrip("-").isdigit():
-            value = int(value)  # from a flag that also accepts words, e.g. "auto"
-        try:
-            if kind is bool and not isinstance(value, bool):
-                raise TypeError
-            if kind is list:
-                if isinstance(value, str):
-                    value = [value]
-                if not isinstance(value, (list, tuple)):
-                    raise TypeError
-                value = [str(v) for v in value]
-            elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-                value = float(value)
-            elif not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
-                raise TypeError
-        except TypeError:
-            expected = " or ".join([kind.__name__, *map(repr, self.also)])
-            raise InputError(
-                f"{origin}: option {self.key} must be {expected}; got {value!r}."
-            ) from None
-        if self.minimum is not None and value < self.minimum:
-            raise InputError(
-                f"{origin}: option {self.key} must be at least {self.minimum}; got {value!r}."
-            )
-        items = value if isinstance(value, list) else [value]
-        if self.choices is not None and any(item not in self.choices for item in items):
-            allowed = ", ".join(repr(c) for c in self.choices)
-            raise InputError(
-                f"{origin}: option {self.key} must be one of {allowed}; got {value!r}."
-            )
-        return value
-
-
-OPTIONS: tuple[Option, ...] = (
+_DATA_OPTIONS: tuple[Option, ...] = (
     # [input] which data, which subjects, which labels
     Option(
         "input",
@@ -368,6 +273,9 @@ OPTIONS: tuple[Option, ...] = (
         "--exchangeability-blocks",
         nullable=True,
     ),
+)
+
+_RUN_OPTIONS: tuple[Option, ...] = (
     # [run] how the run is carried out
     Option(
         "run",
@@ -384,5 +292,14 @@ OPTIONS: tuple[Option, ...] = (
         "--n-jobs",
         minimum=-1,
     ),
+    Option(
+        "run",
+        "device",
+        "auto",
+        "Torch device for the CNN and its explanations: auto (CUDA when present), cpu, cuda.",
+        "--device",
+    ),
     Option("run", "stop_after", "report", "Last stage to run.", "--stop-after", choices=STAGES),
 )
+
+OPTIONS: tuple[Option, ...] = (*_DATA_OPTIONS, *LEARNING_OPTIONS, *_RUN_OPTIONS)

@@ -58,6 +58,8 @@ OUTPUT_NAMES: dict[str, str] = {
     "cls_metrics": "classification/network-{network}/model-{model}_metrics.json",
     "cls_folds": "classification/network-{network}/model-{model}_folds.tsv",
     "cls_null": "classification/network-{network}/model-{model}_null.tsv",
+    "cls_heldout_maps": "classification/network-{network}/desc-heldout_maps.nii.gz",
+    "cls_heldout_order": "classification/network-{network}/desc-heldout_subjects.tsv",
     "cls_training": "classification/network-{network}/model-cnn_training.tsv",
     "cls_weights": (
         "classification/network-{network}/weights/"

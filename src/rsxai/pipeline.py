@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from rsxai import stage_runners, stats_stage
+from rsxai import classify_stage, explain_stage, stage_runners, stats_stage
 from rsxai._version import __version__
 from rsxai.cohort import Cohort
 from rsxai.config import STAGES, Config
@@ -93,6 +93,8 @@ IMPLEMENTED_STAGES: tuple[Stage, ...] = (
     Stage("ica", stage_runners.run_ica, ("ica", "networks", "dual_regression")),
     Stage("dual_regression", stage_runners.run_dual_regression, ("dual_regression",)),
     Stage("stats", stats_stage.run_stats, ("stats",)),
+    Stage("classify", classify_stage.run_classify, ("classify",)),
+    Stage("explain", explain_stage.run_explain, ("explain",)),
 )
 
 
@@ -268,11 +270,31 @@ def run(
                 "stages": timings,
             },
         )
+        if config.run.stop_after == "report":
+            _write_report(out_dir)
         logger.info("Results in %s", out_dir)
         return summary.data
     finally:
         logger.removeHandler(log_handler)
         log_handler.close()
+
+
+def _write_report(out_dir: Path) -> None:
+    """Write report.html last, from the finished outputs; never recomputed or cached.
+
+    A failure here is logged and leaves every result in place: the report can
+    be rebuilt with ``rsxai report OUTPUT_DIR``.
+    """
+    from rsxai.report import write_report
+
+    try:
+        path = write_report(out_dir)
+    except Exception:  # the results are written; a broken figure must not lose them
+        logger.exception(
+            "The report could not be written; rebuild it with `rsxai report %s`.", out_dir
+        )
+    else:
+        logger.info("Report: %s", path)
 
 
 def _write_run_description(
@@ -297,6 +319,9 @@ def _run_stages(context: RunContext, inputs_key: str) -> dict[str, dict]:
     last = STAGES.index(context.config.run.stop_after)
     implemented = {stage.name: stage for stage in IMPLEMENTED_STAGES}
     for name in STAGES[: last + 1]:
+        if name == "report":
+            # Written by run() after provenance.json, from the finished outputs.
+            continue
         stage = implemented.get(name)
         if stage is None:
             logger.info("Stage %s: not available in rsxai %s yet; skipped.", name, __version__)

@@ -1,0 +1,212 @@
+"""Time of every attribution method for a cohort's held-out subjects at 4 mm.
+
+Two CNNs explain 60 volumes of 1 x 40 x 48 x 40 (a 4 mm grid's brain
+bounding box), random weights, evaluation mode:
+
+- ``full-resolution``: three blocks of 3x3x3 convolution (the first on the
+  input grid), batch normalisation, ReLU and 2x2x2 max pooling, 8, 16 and 32
+  channels, global average pooling and a linear layer to two classes: the
+  costlier kind of model, whose first layer runs at full resolution;
+- ``MapCNN3D``: rsxai's default classifier (:func:`rsxai.models.build_model`
+  ``("cnn3d")``: a stride-2 stem, three blocks, a linear head).
+
+:func:`rsxai.attribution.attribute` runs at its defaults (SmoothGrad 16
+samples, Integrated Gradients 16 steps, batch size 8, Grad-CAM and Grad-CAM++
+at the default layer), once for the predicted class and once for the patient
+class (class 1), as the explain stage does. Everything runs in one fresh
+process with ``torch.set_num_threads(threads)`` (default 2); after a warm-up
+call per method on one volume, each timing is one call on all volumes.
+Wall-clock and CPU time (the process's, all threads) are both reported: on a
+machine busy with other work the first grows, the second much less.
+
+Run alone: ``python -m benchmarks.attribution [--quick] [--threads N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from benchmarks.measurement import current_rss_mb, run_in_child
+
+FULL = {"n_inputs": 60, "shape": (40, 48, 40)}
+QUICK = {"n_inputs": 4, "shape": (40, 48, 40)}
+MODELS = ("full-resolution", "MapCNN3D")
+TARGETS = ("predicted", "patient")
+# Forward and backward passes per input volume at the defaults.
+PASSES = {
+    "saliency": 1,
+    "smoothgrad": 16,
+    "integrated_gradients": 16,
+    "gradcam": 1,
+    "gradcam++": 1,
+}
+BUDGET_SECONDS = 60.0
+
+
+def full_resolution_cnn(width: int = 8, n_blocks: int = 3):
+    """The first model of the module docstring, in evaluation mode."""
+    from torch import nn
+
+    layers = []
+    in_channels = 1
+    for index in range(n_blocks):
+        out_channels = width * 2**index
+        block = nn.Sequential()
+        block.conv = nn.Conv3d(in_channels, out_channels, 3, padding=1)
+        block.norm = nn.BatchNorm3d(out_channels)
+        block.act = nn.ReLU(inplace=True)
+        block.pool = nn.MaxPool3d(2)
+        layers.append(block)
+        in_channels = out_channels
+    model = nn.Sequential()
+    model.blocks = nn.Sequential(*layers)
+    model.gap = nn.AdaptiveAvgPool3d(1)
+    model.flatten = nn.Flatten()
+    model.head = nn.Sequential()
+    model.head.fc = nn.Linear(in_channels, 2)
+    return model.eval()
+
+
+def _build(name: str, shape: tuple[int, ...], seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    if name == "full-resolution":
+        return full_resolution_cnn()
+    from rsxai.models import build_model
+
+    return build_model("cnn3d", in_shape=shape).eval()
+
+
+def time_methods(n_inputs: int, shape: list[int], threads: int = 2, seed: int = 0) -> dict:
+    """Child process: every method on ``n_inputs`` seeded volumes, both models and targets."""
+    import numpy as np
+    import torch
+    from scipy.ndimage import gaussian_filter
+
+    from rsxai.attribution import METHODS, attribute
+    from rsxai.gradcam import default_target_layer
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    volumes = gaussian_filter(rng.normal(size=(n_inputs, *shape)), sigma=(0, 1, 1, 1))
+    inputs = torch.as_tensor(volumes[:, None], dtype=torch.float32)
+    results = {}
+    for name in MODELS:
+        model = _build(name, tuple(shape), seed)
+        with torch.no_grad():
+            targets = {"predicted": model(inputs).argmax(dim=1).numpy(), "patient": 1}
+        for method in METHODS:  # warm-up: imports, one-off allocations
+            attribute(model, inputs[:1], method=method, target=0, n_samples=2, n_steps=2)
+        seconds, cpu_seconds = {}, {}
+        for method in METHODS:
+            seconds[method], cpu_seconds[method] = {}, {}
+            for target_name in TARGETS:
+                wall, cpu = time.perf_counter(), time.process_time()
+                maps = attribute(model, inputs, method=method, target=targets[target_name])
+                seconds[method][target_name] = time.perf_counter() - wall
+                cpu_seconds[method][target_name] = time.process_time() - cpu
+                if not np.isfinite(maps).all():
+                    raise RuntimeError(f"{name}: {method} gave non-finite maps")
+        results[name] = {
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "layer": default_target_layer(model, shape),
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+        }
+    return {"models": results, "threads": threads, "rss_after_mb": current_rss_mb()}
+
+
+def run(*, quick: bool = False, threads: int = 2) -> dict:
+    """Time every method in a fresh process; per-method and total seconds per model."""
+    size = QUICK if quick else FULL
+    load_before = [round(value, 2) for value in os.getloadavg()]
+    result = run_in_child(
+        "benchmarks.attribution:time_methods",
+        n_inputs=size["n_inputs"],
+        shape=list(size["shape"]),
+        threads=threads,
+    )
+    for timings in result["models"].values():
+        for kind in ("seconds", "cpu_seconds"):
+            timings[f"total_{kind}"] = {
+                target: sum(times[target] for times in timings[kind].values())
+                for target in TARGETS
+            }
+    return {
+        **size,
+        **result,
+        "load_average": {
+            "before": load_before,
+            "after": [round(value, 2) for value in os.getloadavg()],
+        },
+    }
+
+
+def markdown(result: dict) -> str:
+    """The BENCHMARKS.md section for :func:`run`'s result."""
+    n = result["n_inputs"]
+    shape = " x ".join(str(size) for size in result["shape"])
+    models = result["models"]
+    full, ours = models["full-resolution"], models["MapCNN3D"]
+    lines = [
+        "## Attribution maps: every method for a cohort's held-out subjects",
+        "",
+        f"{n} volumes of 1 x {shape} (4 mm grid), random weights, evaluation mode; "
+        "`rsxai.attribution.attribute` at its defaults (SmoothGrad 16 samples, Integrated "
+        "Gradients 16 steps, batch size 8), for the predicted class and for the patient class; "
+        f"one fresh process with {result['threads']} torch threads; each time is one call on "
+        "all volumes, after a warm-up call.",
+        "",
+        "- full-resolution CNN: 3 blocks (3x3x3 conv at 40 x 48 x 40, batch norm, ReLU, 2x2x2 "
+        f"max pool; 8, 16, 32 channels; {full['n_parameters']:,} parameters), global average "
+        f"pooling, linear; CAM layer `{full['layer']}`.",
+        "- MapCNN3D: rsxai's default classifier (`build_model('cnn3d')`: stride-2 stem, 3 "
+        f"blocks, linear head on the flattened maps; {ours['n_parameters']:,} parameters); "
+        f"CAM layer `{ours['layer']}`.",
+        f"- Peak memory of the process: {result['peak_rss_mb']:.0f} MiB. CPU time is the "
+        "process's, all threads together. Load average (1, 5, 15 min) before: "
+        f"{result['load_average']['before']}, after: {result['load_average']['after']} (after "
+        "includes this benchmark); on a busy machine wall-clock times are pessimistic.",
+        "",
+        "| method | passes per volume | full-resolution: predicted / patient (s) "
+        "| MapCNN3D: predicted / patient (s) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for method, passes in PASSES.items():
+        cells = [
+            " / ".join(f"{models[name]['seconds'][method][target]:.1f}" for target in TARGETS)
+            for name in MODELS
+        ]
+        lines.append(f"| {method} | {passes} | {cells[0]} | {cells[1]} |")
+    totals = [
+        " / ".join(f"{models[name]['total_seconds'][target]:.1f}" for target in TARGETS)
+        for name in MODELS
+    ]
+    cpu = [
+        " / ".join(f"{models[name]['total_cpu_seconds'][target]:.1f}" for target in TARGETS)
+        for name in MODELS
+    ]
+    lines += [
+        f"| **all five, wall-clock** | {sum(PASSES.values())} | **{totals[0]}** "
+        f"| **{totals[1]}** |",
+        f"| all five, CPU time | | {cpu[0]} | {cpu[1]} |",
+        "",
+        f"- Target: all methods for 60 volumes in <= {BUDGET_SECONDS:.0f} s on 2 cores.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 volumes (smoke run)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    args = parser.parse_args(argv)
+    print(markdown(run(quick=args.quick, threads=args.threads)))
+
+
+if __name__ == "__main__":
+    main()

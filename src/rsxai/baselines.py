@@ -1,0 +1,601 @@
+"""Linear baselines on masked maps (linear SVM, L2 logistic regression) and their permutation test.
+
+:class:`LinearBaseline` is the same estimator (to solver precision) as
+``make_pipeline(StandardScaler(), GridSearchCV(LinearSVC(C) or
+LogisticRegression(C, solver="liblinear"), {"C": grid},
+cv=StratifiedKFold(inner_cv, shuffle=True, random_state=random_state)))``,
+i.e. nilearn ``Decoder``'s ``svc`` and ``logistic_l2`` with C chosen by an
+inner cross-validation. The scaler is fitted on the training subjects only,
+once, and the inner CV works on that scaling: the voxel means and standard
+deviations of an inner validation subject (never its label) enter the inner
+training; this touches only the choice of C, never an outer test subject.
+It is computed another way, fast enough for a 1,000-permutation test of
+the whole procedure (:func:`permutation_scores`).
+
+Why it can be fast. With an L2 penalty, the problem
+``min_w 1/2 |w|^2 + C sum_i loss(y_i, x_i . w)`` (the intercept being a
+penalised constant feature, as in liblinear) has its solution in the row
+space of the training matrix: any part of ``w`` orthogonal to every ``x_i``
+changes no ``x_i . w`` and only adds to ``|w|^2`` (the representer theorem).
+So ``w = X^T beta`` with one coefficient per training subject, and the problem
+only ever sees ``K = X X^T``, the n x n Gram matrix: fitting on ``K`` is the
+same optimisation problem as fitting on the 30,000 to 230,000 voxels, not an
+approximation. (Equivalently: fitting on ``Z = X V``, the coordinates in an
+orthonormal basis ``V`` of the row space, e.g. from a thin SVD, since
+``Z Z^T = K`` and ``|w| = |a|`` for ``w = V a``.) The voxels are read once per
+outer fold, to standardise them and form ``K``; the inner cross-validation
+fits are problems on sub-blocks of the same ``K`` (an inner training set's row
+space lies inside the outer one's), and a label permutation changes only
+``y``, so every permutation of a fold reuses its ``K``.
+
+What is written by hand, and why. scikit-learn's solvers on n x n inputs spend
+most of their time in per-call overhead (0.3 to 5 ms a fit for liblinear
+and lbfgs), and a permutation test needs 1,000 x 10 folds x (5 inner folds x 6 C
++ 1) = 310,000 fits. :func:`_newton_path` solves many such problems at once,
+stacked in NumPy, by Newton's method in the n-dimensional coefficient space
+(the Woodbury form of the voxel-space Newton step), warm-started along the C
+grid, to machine precision; the tests check it against ``LinearSVC`` and
+``LogisticRegression(solver="liblinear")`` on the full voxels.
+
+C grid. With ``p`` standardised voxels every sample has squared norm ``p``,
+so the same C means a weaker penalty at 2 mm than at 4 mm. ``Cs`` are
+therefore relative: the C used is ``Cs[k] / p`` (``p`` = mean squared norm of
+a standardised training sample, i.e. the number of non-constant voxels);
+``Cs`` from 1e-3 (almost the class-mean-difference direction) to 100 (close
+to the hard-margin solution) spans the useful range. ``C_`` is the absolute value
+chosen, for reproduction with scikit-learn.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from numbers import Integral
+
+import joblib
+import numpy as np
+from scipy import optimize
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_array
+from threadpoolctl import threadpool_limits
+
+from rsxai.classification_metrics import permutation_p_value
+from rsxai.glm_design import draw_permutations, warn_if_few_permutations
+
+__all__ = [
+    "DEFAULT_CS",
+    "KINDS",
+    "LinearBaseline",
+    "permutation_scores",
+    "within_fold_permutations",
+]
+
+KINDS = ("svm", "logistic")
+DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+# Newton stops when the gradient norm falls below this fraction of its norm at w = 0.
+_TOLERANCE = 1e-10
+_MAX_ITER = 100
+_MAX_HALVINGS = 40
+# Permutations per batch; fixed (not derived from n_jobs) so results do not depend on n_jobs.
+_CHUNK = 50
+
+
+def _loss(kind: str, margin: np.ndarray):
+    """Loss, first and second derivative at ``margin = y * decision``."""
+    if kind == "logistic":
+        return np.logaddexp(0.0, -margin), -expit(-margin), expit(margin) * expit(-margin)
+    hinge = np.maximum(0.0, 1.0 - margin)  # squared hinge (LinearSVC's default loss)
+    return hinge * hinge, -2.0 * hinge, 2.0 * (margin < 1.0)
+
+
+def _objective(kind, C, y, weights, beta, decision):
+    """1/2 |w|^2 + C sum_i weight_i loss_i, with |w|^2 = beta . K beta = beta . decision."""
+    loss = _loss(kind, y * decision)[0]
+    return 0.5 * np.einsum("bi,bi->b", beta, decision) + C * np.einsum("bi,bi->b", weights, loss)
+
+
+def _newton_path(kind: str, gram: np.ndarray, y: np.ndarray, weights: np.ndarray, Cs):
+    """Solve a stack of L2 problems on one Gram matrix, for each C (ascending), warm-started.
+
+    Problem ``b`` is ``min_beta 1/2 beta.K.beta + C sum_i weights[b, i] loss(y[b, i] (K beta)_i)``,
+    the voxel-space problem with ``w = X^T beta``. Rows with weight 0 (held out
+    of an inner fold) do not enter it; their decision values are still given.
+
+    Parameters
+    ----------
+    kind : {"svm", "logistic"}
+    gram : ndarray of shape (m, m)
+        ``X X^T + 1`` (the 1: the intercept as a penalised constant feature).
+    y : ndarray of shape (n_problems, m)
+        Labels as -1 / +1.
+    weights : ndarray of shape (n_problems, m)
+        1 for the rows a problem is fitted on, 0 otherwise.
+    Cs : sequence of float, ascending
+
+    Returns
+    -------
+    betas, decisions : ndarray of shape (len(Cs), n_problems, m)
+        Coefficients and the decision value ``K beta`` of every row.
+    """
+    n_problems, m = y.shape
+    beta, decision = np.zeros((n_problems, m)), np.zeros((n_problems, m))
+    betas, decisions = np.empty((len(Cs), n_problems, m)), np.empty((len(Cs), n_problems, m))
+    diagonal = np.arange(m)
+    slope_at_zero = _loss(kind, np.zeros(1))[1][0]
+    for k, C in enumerate(Cs):
+        # Gradient in voxel space is X^T gamma, with norm^2 gamma . K gamma.
+        gamma0 = C * weights * slope_at_zero * y
+        scale = np.einsum("bi,bi->b", gamma0 @ gram, gamma0)
+        active = np.arange(n_problems)
+        for _ in range(_MAX_ITER):
+            b, f, yy, w = beta[active], decision[active], y[active], weights[active]
+            _, slope, curvature = _loss(kind, yy * f)
+            gamma = b + C * w * slope * yy
+            k_gamma = gamma @ gram
+            todo = np.einsum("bi,bi->b", k_gamma, gamma) > _TOLERANCE**2 * scale[active]
+            active = active[todo]
+            if not active.size:
+                break
+            b, f, yy, w = b[todo], f[todo], yy[todo], w[todo]
+            gamma, k_gamma, curvature = gamma[todo], k_gamma[todo], curvature[todo]
+            # Newton step in voxel space, (I + X^T D X)^-1 X^T gamma with D = C w loss'',
+            # is X^T (gamma - S (I + S K S)^-1 S K gamma), S = D^1/2 (Woodbury): an
+            # m x m solve, symmetric with eigenvalues >= 1, rows with D = 0 decoupled.
+            root = np.sqrt(C * w * curvature)
+            system = root[:, :, None] * gram
+            system *= root[:, None, :]
+            system[:, diagonal, diagonal] += 1.0
+            step = root * np.linalg.solve(system, (root * k_gamma)[..., None])[..., 0] - gamma
+            d_decision = step @ gram
+            t = _backtrack(
+                kind, C, yy, w, b, f, step, d_decision, np.einsum("bi,bi->b", k_gamma, step)
+            )
+            beta[active] = b + t[:, None] * step
+            decision[active] = f + t[:, None] * d_decision
+        else:
+            warnings.warn(
+                f"{kind} solver did not converge in {_MAX_ITER} Newton iterations at C={C:g} "
+                f"for {active.size} of {n_problems} problem(s).",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        betas[k], decisions[k] = beta, decision
+    return betas, decisions
+
+
+def _backtrack(kind, C, y, weights, beta, decision, step, d_decision, slope):
+    """Armijo step length along ``step`` (halving from 1); ``slope`` < 0 is the derivative at 0."""
+    # Along the line, |w|^2 is a quadratic in t and decisions are linear in t: no new products.
+    start = _objective(kind, C, y, weights, beta, decision)
+    linear, quadratic = (
+        np.einsum("bi,bi->b", beta, d_decision),
+        np.einsum("bi,bi->b", step, d_decision),
+    )
+    # Near the optimum the decrease is below rounding: the full Newton step is then right.
+    t = np.ones(y.shape[0])
+    pending = np.flatnonzero(-slope > 1e-13 * np.abs(start))
+    for _ in range(_MAX_HALVINGS):
+        if not pending.size:
+            break
+        tp = t[pending]
+        loss = _loss(kind, y[pending] * (decision[pending] + tp[:, None] * d_decision[pending]))[0]
+        value = (
+            0.5 * np.einsum("bi,bi->b", beta[pending], decision[pending])
+            + tp * linear[pending]
+            + 0.5 * tp**2 * quadratic[pending]
+            + C * np.einsum("bi,bi->b", weights[pending], loss)
+        )
+        pending = pending[value > start[pending] + 1e-4 * tp * slope[pending]]
+        t[pending] *= 0.5
+    return t
+
+
+def _stratified_test_folds(y: np.ndarray, inner_cv: int, random_state) -> np.ndarray:
+    """Inner test fold of each row, as ``StratifiedKFold(inner_cv, shuffle=True)``; y (m,)."""
+    folds = StratifiedKFold(inner_cv, shuffle=True, random_state=random_state)
+    test_fold = np.empty(y.size, dtype=int)
+    for k, (_, held_out) in enumerate(folds.split(np.zeros(y.size), y)):
+        test_fold[held_out] = k
+    return test_fold
+
+
+def _inner_test_folds(y: np.ndarray, inner_cv: int, random_state) -> np.ndarray:
+    """Inner test fold of each row for each labelling; y (n_labelings, m) -> same shape.
+
+    ``StratifiedKFold(shuffle=True, random_state=int)`` hands each class a
+    sequence of fold numbers that depends only on the class sizes, on which
+    class comes first in ``y`` and on the seed, and gives it to the class's
+    members in row order. Within-fold permutations keep the class sizes of
+    every training set, so the two sequences (first row positive or negative)
+    are drawn once and dealt by rank within class, instead of calling the
+    splitter for each of the 1,000 permutations (a third of the run time).
+    The shortcut is checked against the splitter on the first labelling (the
+    observed one) and not used if they differ.
+    """
+    positive = y > 0
+    n_positive = np.count_nonzero(positive, axis=1)
+    if random_state is None or np.unique(n_positive).size != 1:
+        return np.stack([_stratified_test_folds(row, inner_cv, random_state) for row in y])
+    m, n_pos = y.shape[1], int(n_positive[0])
+    sequences = {}
+    for first_positive in (True, False):
+        canonical = np.where(np.arange(m) < n_pos, 1.0, -1.0)
+        canonical = canonical if first_positive else canonical[::-1]
+        test_fold = _stratified_test_folds(canonical, inner_cv, random_state)
+        sequences[first_positive] = (test_fold[canonical > 0], test_fold[canonical < 0])
+    rank = np.where(positive, np.cumsum(positive, axis=1), np.cumsum(~positive, axis=1)) - 1
+    folds = np.empty(y.shape, dtype=int)
+    for first_positive, (for_positive, for_negative) in sequences.items():
+        for members, sequence in ((positive, for_positive), (~positive, for_negative)):
+            members = members & (positive[:, :1] == first_positive)
+            folds[members] = sequence[rank[members]]
+    if not np.array_equal(folds[0], _stratified_test_folds(y[0], inner_cv, random_state)):
+        return np.stack([_stratified_test_folds(row, inner_cv, random_state) for row in y])
+    return folds
+
+
+def _fit_batch(kind, gram, y, Cs, inner_cv, random_state):
+    """Choose C by inner CV and fit, for several label vectors on one Gram matrix.
+
+    Parameters
+    ----------
+    gram : ndarray of shape (m, m)
+        ``X X^T + 1`` of the standardised training samples.
+    y : ndarray of shape (n_labelings, m), -1 / +1
+    Cs : ndarray, ascending, absolute
+
+    Returns
+    -------
+    beta : ndarray of shape (n_labelings, m)
+        Final coefficients (all rows, chosen C).
+    chosen : ndarray of int, shape (n_labelings,)
+    scores : ndarray of shape (n_labelings, len(Cs), inner_cv)
+        Inner validation accuracy.
+    held_out_decision : ndarray of shape (n_labelings, m)
+        Each row's decision value from the inner fold that held it out, at the chosen C.
+    """
+    n_labelings, m = y.shape
+    test_folds = _inner_test_folds(y, inner_cv, random_state)
+    # Weights of the rows in each inner training set, then of all rows (the final fit).
+    weights = np.ones((n_labelings, inner_cv + 1, m))
+    weights[:, :inner_cv] = test_folds[:, None, :] != np.arange(inner_cv)[None, :, None]
+    stacked_y = np.repeat(y, inner_cv + 1, axis=0)
+    betas, decisions = _newton_path(kind, gram, stacked_y, weights.reshape(-1, m), Cs)
+    betas = betas.reshape(len(Cs), n_labelings, inner_cv + 1, m)
+    decisions = decisions.reshape(len(Cs), n_labelings, inner_cv + 1, m)
+    held_out = 1.0 - weights[:, :inner_cv]  # (n_labelings, inner_cv, m)
+    correct = ((decisions[:, :, :inner_cv] > 0) == (y[None, :, None] > 0)) * held_out
+    scores = (correct.sum(axis=-1) / held_out.sum(axis=-1)).transpose(1, 0, 2)
+    # First best mean score: the smallest C among ties (GridSearchCV's rule on an ascending grid).
+    chosen = np.argmax(scores.mean(axis=-1), axis=1)
+    index = np.arange(n_labelings)
+    held_out_decision = np.einsum("lkm,lkm->lm", decisions[chosen, index, :inner_cv], held_out)
+    return betas[chosen, index, inner_cv], chosen, scores, held_out_decision
+
+
+def _platt(decision: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt's sigmoid P(+1) = expit(a f + b) of held-out decision values, slope a >= 0.
+
+    Platt's (1999) smoothed targets; the slope is kept non-negative so that a
+    higher SVM decision value never means a lower probability.
+    """
+    n_pos, n_neg = np.count_nonzero(y > 0), np.count_nonzero(y < 0)
+    target = np.where(y > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+    def negative_log_likelihood(params):
+        z = params[0] * decision + params[1]
+        residual = expit(z) - target
+        value = np.sum(np.logaddexp(0.0, z) - target * z)
+        return value, np.array([residual @ decision, residual.sum()])
+
+    start = np.array([1.0, math.log((n_pos + 1) / (n_neg + 1))])
+    fitted = optimize.minimize(
+        negative_log_likelihood,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0, None), (None, None)],
+    )
+    return float(fitted.x[0]), float(fitted.x[1])
+
+
+def _check_params(kind, Cs, inner_cv, random_state) -> np.ndarray:
+    """Validated relative Cs, sorted ascending."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}; got {kind!r}.")
+    values = np.asarray(Cs, dtype=np.float64).ravel() if np.size(Cs) else np.empty(0)
+    if values.size == 0 or not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(f"Cs must be a non-empty sequence of positive numbers; got {Cs!r}.")
+    if not (isinstance(inner_cv, Integral) and inner_cv >= 2):
+        raise ValueError(f"inner_cv must be an integer >= 2; got {inner_cv!r}.")
+    if not (random_state is None or isinstance(random_state, Integral)):
+        raise ValueError(f"random_state must be None or an integer; got {random_state!r}.")
+    return np.unique(values)
+
+
+def _signed_labels(y, inner_cv: int) -> tuple[np.ndarray, np.ndarray]:
+    """Classes (sorted) and y as -1 / +1 (+1 = ``classes[1]``), checking inner CV is possible."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1D (one label per subject); got shape {y.shape}.")
+    classes, counts = np.unique(y, return_counts=True)
+    if classes.size != 2:
+        raise ValueError(
+            f"y must hold exactly two classes; got {classes.size}: {classes.tolist()}."
+        )
+    if counts.min() < inner_cv:
+        raise ValueError(
+            f"inner_cv={inner_cv} needs at least {inner_cv} training subjects of each class; "
+            f"got {dict(zip(classes.tolist(), counts.tolist(), strict=True))}. Lower inner_cv."
+        )
+    return classes, np.where(y == classes[1], 1.0, -1.0)
+
+
+def _standardised_gram(X: np.ndarray, train: np.ndarray):
+    """Standardise on the ``train`` rows; their ``X X^T + 1`` and the C unit ``p``.
+
+    Returns the fitted scaler, the standardised training rows, the augmented
+    Gram matrix and ``p``, the mean squared norm of a standardised row.
+    """
+    scaler = StandardScaler().fit(X[train])
+    train_std = scaler.transform(X[train])
+    gram = train_std @ train_std.T
+    unit = np.trace(gram) / train.size
+    if unit <= 0:
+        raise ValueError("every feature is constant over the training subjects; nothing to learn.")
+    return scaler, train_std, gram + 1.0, unit
+
+
+class LinearBaseline(ClassifierMixin, BaseEstimator):
+    """Linear SVM or L2 logistic regression on standardised masked maps, C by inner CV.
+
+    Equal (to solver precision) to ``make_pipeline(StandardScaler(),
+    GridSearchCV(estimator, {"C": C_grid}, cv=StratifiedKFold(inner_cv,
+    shuffle=True, random_state=random_state)))`` with ``estimator``
+    ``LinearSVC(C)`` (squared hinge, nilearn's ``svc``) or
+    ``LogisticRegression(C, solver="liblinear")`` (nilearn's
+    ``logistic_l2``), both with the intercept as a penalised constant
+    feature, and ``C_grid = Cs / p``. See the module docstring for how.
+
+    Parameters
+    ----------
+    kind : {"svm", "logistic"}, default="svm"
+    Cs : sequence of float, default=(1e-3, 1e-2, 1e-1, 1, 10, 100)
+        Inverse penalties relative to ``1 / p`` (``p``: number of non-constant
+        voxels), tried in the inner CV; ties go to the smallest.
+    inner_cv : int, default=5
+        Stratified folds of the inner CV; each class needs that many subjects.
+    random_state : int or None, default=0
+        Shuffling of the inner folds.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (2,)
+        Sorted labels; ``classes_[1]`` is the positive class of
+        ``decision_function`` and ``predict_proba[:, 1]``.
+    scaler_ : StandardScaler
+        Fitted on the training subjects.
+    coef_ : ndarray of shape (n_features,)
+        Weights on the standardised features (a map, in voxel space).
+    intercept_ : float
+    C_ : float
+        The absolute C chosen (``relative_C_ / p``).
+    relative_C_ : float
+        The value of ``Cs`` chosen.
+    cv_scores_ : ndarray of shape (len(Cs), inner_cv)
+        Inner validation accuracy per C (ascending) and inner fold.
+    platt_ : tuple of (float, float) or None
+        SVM only: slope and intercept of the Platt sigmoid that
+        ``predict_proba`` applies to the decision value, fitted on the inner
+        folds' held-out decision values at ``C_`` (as
+        ``CalibratedClassifierCV(method="sigmoid", ensemble=False)``). A
+        probability may then fall on the other side of 0.5 than the
+        prediction, as with libsvm's.
+    n_features_in_ : int
+    """
+
+    def __init__(self, kind: str = "svm", Cs=DEFAULT_CS, inner_cv: int = 5, random_state=0):
+        self.kind = kind
+        self.Cs = Cs
+        self.inner_cv = inner_cv
+        self.random_state = random_state
+
+    def fit(self, X, y) -> LinearBaseline:
+        """Standardise, choose C by inner CV and fit on all of ``X`` (n_subjects, n_features)."""
+        relative = _check_params(self.kind, self.Cs, self.inner_cv, self.random_state)
+        X = check_array(X, dtype=np.float64)
+        if X.shape[0] != np.shape(y)[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but y has {np.shape(y)[0]} labels.")
+        self.classes_, signed = _signed_labels(y, self.inner_cv)
+        self.scaler_, standardised, gram, unit = _standardised_gram(X, np.arange(X.shape[0]))
+        absolute = relative / unit
+        beta, chosen, scores, held_out = _fit_batch(
+            self.kind, gram, signed[None], absolute, self.inner_cv, self.random_state
+        )
+        # w = X_std^T beta: the voxel-space weights, formed once (X_std is not kept).
+        self.coef_ = standardised.T @ beta[0]
+        self.intercept_ = float(beta[0].sum())
+        self.C_, self.relative_C_ = float(absolute[chosen[0]]), float(relative[chosen[0]])
+        self.cv_scores_ = scores[0]
+        self.platt_ = _platt(held_out[0], signed) if self.kind == "svm" else None
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        """Signed distance to the boundary, positive for ``classes_[1]``; shape (n_samples,)."""
+        if not hasattr(self, "coef_"):
+            raise NotFittedError("This LinearBaseline is not fitted yet; call fit(X, y).")
+        X = check_array(X, dtype=np.float64)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features; the model was fitted on {self.n_features_in_}."
+            )
+        return self.scaler_.transform(X) @ self.coef_ + self.intercept_
+
+    def predict(self, X) -> np.ndarray:
+        """Labels, shape (n_samples,)."""
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(int)]
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, shape (n_samples, 2) (logistic model, or Platt-scaled SVM)."""
+        decision = self.decision_function(X)
+        if self.platt_ is not None:
+            decision = self.platt_[0] * decision + self.platt_[1]
+        positive = expit(decision)
+        return np.column_stack([1.0 - positive, positive])
+
+
+def within_fold_permutations(folds, n_subjects: int, n_permutations: int, seed=0) -> np.ndarray:
+    """Row orders that only exchange subjects tested in the same outer fold.
+
+    Parameters
+    ----------
+    folds : sequence of (train, test) index arrays
+        The test sets must partition ``range(n_subjects)``.
+    n_subjects, n_permutations : int
+    seed : int or numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of int32, shape (n_permutations + 1, n_subjects)
+        Row 0 is the identity (the observed labels); permuted labels are ``y[order]``.
+    """
+    fold_of = np.full(n_subjects, -1)
+    for k, (train, test) in enumerate(folds):
+        test, train = np.asarray(test), np.asarray(train)
+        if np.any(fold_of[test] >= 0):
+            raise ValueError(
+                "folds: a subject is in more than one test set; test sets must not overlap."
+            )
+        if np.intersect1d(train, test).size:
+            raise ValueError(f"folds: fold {k} has subjects in both its training and test sets.")
+        fold_of[test] = k
+    if np.any(fold_of < 0):
+        raise ValueError(
+            f"folds: {np.count_nonzero(fold_of < 0)} subject(s) are in no test set; the test "
+            "sets of one cross-validation repeat must cover every subject once."
+        )
+    return draw_permutations(n_permutations + 1, fold_of, np.random.default_rng(seed))
+
+
+def _score_chunk(kind, fold_data, folds, y, orders, inner_cv, random_state) -> np.ndarray:
+    """Outer-test decision of every subject under each label order; (len(orders), n)."""
+    decision = np.empty((len(orders), y.size))
+    with threadpool_limits(1):  # tiny matrices: threads only add overhead
+        for (train, test), (gram, cross, Cs) in zip(folds, fold_data, strict=True):
+            labels = y[orders][:, train]
+            beta = _fit_batch(kind, gram, labels, Cs, inner_cv, random_state)[0]
+            decision[:, test] = beta @ cross.T
+    return decision
+
+
+def permutation_scores(
+    estimator: LinearBaseline, X, y, folds, *, n_permutations: int = 1000, seed=0, n_jobs=1
+) -> dict:
+    """Accuracy of ``estimator`` under cross-validation, and its label-permutation null.
+
+    The whole procedure (standardisation, inner CV choice of C, fit) is rerun
+    on every outer fold for the observed labels and ``n_permutations`` label
+    permutations, each outer fold's Gram matrix being computed once and
+    reused. Predictions are pooled over folds, as for the observed result.
+
+    Labels are permuted within outer test folds, so each fold keeps its
+    number of subjects per class. This is a valid null conditional on the
+    partition: under H0 (maps independent of labels, subjects exchangeable)
+    relabelling subjects within a fold is the same as exchanging their maps
+    within it, which leaves the joint distribution of maps, labels and
+    partition unchanged; the observed labelling is one of these equally
+    likely arrangements. A free permutation would not keep the fold
+    composition that the stratified partition was built for (it was made from
+    the true labels), so its null would include training sets of another
+    class balance than any the real analysis saw.
+
+    Parameters
+    ----------
+    estimator : LinearBaseline
+        Its parameters are used (it is not fitted).
+    X : array-like of shape (n_subjects, n_features), or a sequence of them, one per fold
+        A sequence gives each outer fold its own features, as in fold-scope
+        cross-validation where the group maps are refitted per training fold
+        (the features do not depend on the labels, so permuting labels
+        within the fixed partition leaves them unchanged).
+    y : array-like of shape (n_subjects,)
+    folds : sequence of (train, test) index arrays
+        One repeat of the outer CV; test sets partition the subjects.
+    n_permutations : int, default=1000
+    seed : int or numpy.random.Generator, default=0
+        Draws the permutations (before any parallel work).
+    n_jobs : int, default=1
+
+    Returns
+    -------
+    dict
+        ``observed``: {``accuracy``, ``balanced_accuracy``} (float);
+        ``null``: the same keys, ndarrays of shape (n_permutations,);
+        ``p_value``: the same keys (:func:`permutation_p_value`);
+        ``n_permutations``; ``decision`` and ``prediction`` (n_subjects,),
+        the observed outer-test decision values and labels.
+    """
+    if not isinstance(estimator, LinearBaseline):
+        raise TypeError(f"estimator must be a LinearBaseline; got {type(estimator).__name__}.")
+    relative = _check_params(
+        estimator.kind, estimator.Cs, estimator.inner_cv, estimator.random_state
+    )
+    if not (isinstance(n_permutations, Integral) and n_permutations >= 1):
+        raise ValueError(f"n_permutations must be an integer >= 1; got {n_permutations!r}.")
+    folds = [(np.asarray(train), np.asarray(test)) for train, test in folds]
+    per_fold = isinstance(X, (list, tuple))
+    if per_fold and len(X) != len(folds):
+        raise ValueError(f"X holds {len(X)} feature matrices for {len(folds)} folds.")
+    fold_X = [check_array(x, dtype=np.float64) for x in (X if per_fold else [X])]
+    classes, signed = _signed_labels(y, estimator.inner_cv)
+    for x in fold_X:
+        if x.shape[0] != signed.size:
+            raise ValueError(f"X has {x.shape[0]} rows but y has {signed.size} labels.")
+    orders = within_fold_permutations(folds, signed.size, n_permutations, seed)
+    fold_of = np.empty(signed.size, dtype=int)
+    for k, (_, test) in enumerate(folds):
+        fold_of[test] = k
+    warn_if_few_permutations(n_permutations, (signed > 0).astype(int), fold_of, False)
+    fold_data = []
+    for k, (train, test) in enumerate(folds):
+        _signed_labels(signed[train], estimator.inner_cv)  # every training set must allow inner CV
+        X = fold_X[k if per_fold else 0]
+        scaler, standardised, gram, unit = _standardised_gram(X, train)
+        cross = scaler.transform(X[test]) @ standardised.T + 1.0
+        fold_data.append((gram, cross, relative / unit))
+    chunks = [orders[start : start + _CHUNK] for start in range(0, len(orders), _CHUNK)]
+    decisions = joblib.Parallel(n_jobs=n_jobs)(
+        joblib.delayed(_score_chunk)(
+            estimator.kind,
+            fold_data,
+            folds,
+            signed,
+            chunk,
+            estimator.inner_cv,
+            estimator.random_state,
+        )
+        for chunk in chunks
+    )
+    decision = np.concatenate(decisions)
+    truth = signed[orders] > 0
+    correct = (decision > 0) == truth
+    n_positive = np.count_nonzero(signed > 0)
+    accuracy = correct.mean(axis=1)
+    balanced = 0.5 * (
+        np.count_nonzero(correct & truth, axis=1) / n_positive
+        + np.count_nonzero(correct & ~truth, axis=1) / (signed.size - n_positive)
+    )
+    result = {"observed": {}, "null": {}, "p_value": {}, "n_permutations": int(n_permutations)}
+    for name, values in (("accuracy", accuracy), ("balanced_accuracy", balanced)):
+        result["observed"][name] = float(values[0])
+        result["null"][name] = values[1:]
+        result["p_value"][name] = permutation_p_value(values[0], values[1:])
+    result["decision"] = decision[0]
+    result["prediction"] = classes[(decision[0] > 0).astype(int)]
+    return result

@@ -1,0 +1,368 @@
+"""Cross-validated classification of network maps, leak-free by construction.
+
+The group-level feature step (group ICA, network labelling, dual regression)
+is one estimator, :class:`rsxai.network_maps.NetworkMaps`, that
+:func:`cross_validate` receives the way scikit-learn's ``cross_validate``
+receives a ``Pipeline``. In ``fold`` scope a fresh copy is fitted on the
+training subjects of every fold and the held-out subjects are dual-regressed
+onto those training maps: nothing of a held-out subject is seen before it is
+predicted. In ``cohort`` scope (the study's protocol) it is fitted once on
+every subject, which is transductive and labelled so in every output.
+
+The classifiers (the CNN and the linear baselines) are scikit-learn
+estimators of masked maps, cloned for every fold and network; whatever they
+learn (scaling, C, early stopping) they learn from the training subjects.
+This module never imports ``ica``, ``networks`` or ``dual_regression``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.model_selection import LeaveOneOut, StratifiedKFold
+
+from rsxai.exceptions import InputError
+
+logger = logging.getLogger("rsxai")
+
+CV_SCOPES = ("fold", "cohort")
+CV_SCHEMES = ("kfold", "loo")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One outer fold of one repeat.
+
+    Attributes
+    ----------
+    repeat, fold : int
+    train, test : ndarray of int
+        Row indices of the training and held-out subjects.
+    """
+
+    repeat: int
+    fold: int
+    train: np.ndarray
+    test: np.ndarray
+
+
+def make_splits(
+    y: np.ndarray,
+    *,
+    scheme: str = "kfold",
+    n_splits: int = 10,
+    n_repeats: int = 1,
+    random_state: int = 0,
+) -> list[Split]:
+    """Outer cross-validation folds, stratified by group.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_subjects,)
+        Group labels (0 = control, 1 = patient).
+    scheme : {"kfold", "loo"}
+        Stratified k-fold (reshuffled for each repeat) or leave-one-out.
+    n_splits : int, default=10
+        Folds per repeat (k-fold only); at most the size of the smaller group.
+    n_repeats : int, default=1
+        Repeats with different shuffles (k-fold only).
+    random_state : int, default=0
+
+    Returns
+    -------
+    list of Split
+        Within a repeat the test sets partition the subjects.
+    """
+    y = np.asarray(y)
+    if scheme not in CV_SCHEMES:
+        raise InputError([f"cv_scheme must be one of {', '.join(CV_SCHEMES)}; got {scheme!r}."])
+    smallest = int(np.bincount(y).min()) if y.size else 0
+    if scheme == "loo":
+        splitter = LeaveOneOut()
+        return [Split(0, k, train, test) for k, (train, test) in enumerate(splitter.split(y, y))]
+    if not 2 <= n_splits <= smallest:
+        raise InputError(
+            [
+                f"cv_folds must be between 2 and the size of the smaller group ({smallest}); "
+                f"got {n_splits}. Lower --cv-folds or use --cv-scheme loo."
+            ]
+        )
+    splits = []
+    for repeat in range(n_repeats):
+        splitter = StratifiedKFold(n_splits, shuffle=True, random_state=random_state + repeat)
+        for k, (train, test) in enumerate(splitter.split(np.zeros(y.size), y)):
+            splits.append(Split(repeat, k, train, test))
+    return splits
+
+
+@dataclass
+class FoldFeatures:
+    """Network maps of every subject as one fold's classifiers see them.
+
+    Attributes
+    ----------
+    split : Split or None
+        None in cohort scope (the same features serve every fold).
+    maps : ndarray of shape (n_subjects, n_networks, n_voxels)
+        Stage-2 maps; in fold scope the held-out rows were dual-regressed onto
+        group maps learned from the training rows only.
+    networks : tuple of str
+    seconds : float
+        Time to fit the feature step and transform every subject.
+    """
+
+    split: Split | None
+    maps: np.ndarray
+    networks: tuple[str, ...]
+    seconds: float
+
+
+def fold_features(
+    network_maps: Any,
+    subjects: Sequence[Any],
+    splits: Sequence[Split],
+    *,
+    cv_scope: str = "fold",
+) -> Iterator[tuple[Split, FoldFeatures]]:
+    """Yield each split with the features its classifiers may use.
+
+    Parameters
+    ----------
+    network_maps : NetworkMaps (unfitted)
+        Any object with ``fit(subjects)``, ``transform(subjects)`` returning
+        (n_subjects, n_networks, n_voxels) and ``network_components_``.
+    subjects : sequence
+        Preprocessed data of every subject (arrays or loaders), in the order of ``y``.
+    splits : sequence of Split
+    cv_scope : {"fold", "cohort"}
+    """
+    if cv_scope not in CV_SCOPES:
+        raise InputError([f"cv_scope must be one of {', '.join(CV_SCOPES)}; got {cv_scope!r}."])
+    if cv_scope == "cohort":
+        start = time.perf_counter()
+        fitted = copy.deepcopy(network_maps).fit(list(subjects))
+        shared = FoldFeatures(
+            None,
+            fitted.transform(list(subjects)),
+            tuple(fitted.network_components_),
+            time.perf_counter() - start,
+        )
+        for split in splits:
+            yield split, shared
+        return
+    for split in splits:
+        start = time.perf_counter()
+        # A fresh, unfitted copy per fold: the training subjects alone shape
+        # the group maps and the choice of each network's component.
+        fitted = copy.deepcopy(network_maps).fit([subjects[i] for i in split.train])
+        maps = fitted.transform(list(subjects))
+        yield (
+            split,
+            FoldFeatures(
+                split, maps, tuple(fitted.network_components_), time.perf_counter() - start
+            ),
+        )
+
+
+@dataclass
+class CrossValidation:
+    """Out-of-fold results of every model on every network.
+
+    Attributes
+    ----------
+    predictions : DataFrame
+        One row per subject, repeat, network and model: ``subject``,
+        ``network``, ``model``, ``repeat``, ``fold``, ``y_true``, ``y_pred``,
+        ``probability`` (of the patient class). Ensembles have
+        ``network == "ensemble"``.
+    heldout_maps : dict of str to ndarray of shape (n_subjects, n_voxels)
+        Per network, each subject's map as its fold's models saw it when it
+        was held out (first repeat) — the input the explanations start from.
+    fold_models : dict of (network, model, repeat, fold) to fitted estimator
+        Kept for the models named in ``keep_models``.
+    training : DataFrame
+        Per-epoch training curves of models that record a ``history_``.
+    feature_seconds : list of float
+        Time spent on the feature step per fold (one entry in cohort scope).
+    splits : list of Split
+    fold_maps : dict of (repeat, fold) to ndarray of shape (n_subjects, n_networks, n_voxels)
+        Every fold's features, when ``keep_fold_maps``.
+    fold_networks : dict of (repeat, fold) to tuple of str
+        Network order of each fold's features.
+    """
+
+    predictions: pd.DataFrame
+    heldout_maps: dict[str, np.ndarray]
+    fold_models: dict[tuple[str, str, int, int], Any] = field(default_factory=dict)
+    training: pd.DataFrame = field(default_factory=pd.DataFrame)
+    feature_seconds: list[float] = field(default_factory=list)
+    splits: list[Split] = field(default_factory=list)
+    fold_maps: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    fold_networks: dict[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
+
+
+def _history_rows(model: Any, network: str, name: str, split: Split) -> list[dict]:
+    history = getattr(model, "history_", None)
+    if history is None:
+        return []
+    rows = []
+    for epoch, (train_loss, val_loss, val_acc) in enumerate(
+        zip(history.train_loss, history.val_loss, history.val_accuracy, strict=True)
+    ):
+        rows.append(
+            {
+                "network": network,
+                "model": name,
+                "repeat": split.repeat,
+                "fold": split.fold,
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "best_epoch": history.best_epoch + 1,
+            }
+        )
+    return rows
+
+
+def cross_validate(
+    network_maps: Any,
+    subjects: Sequence[Any],
+    y: np.ndarray,
+    models: Mapping[str, Any],
+    *,
+    subject_labels: Sequence[str] | None = None,
+    cv_scope: str = "fold",
+    scheme: str = "kfold",
+    n_splits: int = 10,
+    n_repeats: int = 1,
+    random_state: int = 0,
+    keep_models: Sequence[str] = ("cnn",),
+    keep_fold_maps: bool = False,
+    on_fold: Callable[[Split, str, str, float], None] | None = None,
+) -> CrossValidation:
+    """Cross-validate every model on every network's maps.
+
+    Parameters
+    ----------
+    network_maps : NetworkMaps (unfitted)
+        The group feature step; fitted per fold (``fold``) or once (``cohort``).
+    subjects : sequence of ndarray of shape (T_s, n_voxels) or of loaders
+        Every subject's preprocessed data, in the order of ``y``.
+    y : ndarray of shape (n_subjects,)
+        1 for patients, 0 for controls.
+    models : mapping of str to estimator
+        Unfitted scikit-learn classifiers of masked maps (n_subjects, n_voxels),
+        e.g. ``{"cnn": CNNClassifier(mask), "svm": LinearBaseline("svm")}``;
+        cloned for every fold and network.
+    subject_labels : sequence of str, optional
+        Written to the predictions (default: row numbers).
+    cv_scope : {"fold", "cohort"}, default="fold"
+    scheme, n_splits, n_repeats, random_state
+        See :func:`make_splits`.
+    keep_models : sequence of str
+        Models whose fitted fold copies are returned (for explanations).
+    keep_fold_maps : bool, default=False
+        Also return every fold's feature maps (for permutation tests of the
+        baselines in fold scope).
+    on_fold : callable, optional
+        Called as ``on_fold(split, network, model, seconds)`` after each fit (progress).
+
+    Returns
+    -------
+    CrossValidation
+    """
+    y = np.asarray(y).astype(int)
+    n = y.size
+    labels = list(subject_labels) if subject_labels is not None else [str(i) for i in range(n)]
+    splits = make_splits(
+        y, scheme=scheme, n_splits=n_splits, n_repeats=n_repeats, random_state=random_state
+    )
+    rows: list[dict] = []
+    training: list[dict] = []
+    heldout: dict[str, np.ndarray] = {}
+    fold_models: dict[tuple[str, str, int, int], Any] = {}
+    feature_seconds: list[float] = []
+    fold_maps: dict[tuple[int, int], np.ndarray] = {}
+    fold_networks: dict[tuple[int, int], tuple[str, ...]] = {}
+    last_features = None
+    for split, features in fold_features(network_maps, subjects, splits, cv_scope=cv_scope):
+        if features is not last_features:
+            feature_seconds.append(features.seconds)
+            last_features = features
+        fold_networks[(split.repeat, split.fold)] = features.networks
+        if keep_fold_maps:
+            fold_maps[(split.repeat, split.fold)] = features.maps
+        for j, network in enumerate(features.networks):
+            X = features.maps[:, j]
+            if split.repeat == 0:
+                store = heldout.setdefault(network, np.zeros((n, X.shape[1]), dtype=np.float32))
+                store[split.test] = X[split.test]
+            for name, estimator in models.items():
+                start = time.perf_counter()
+                model = clone(estimator)
+                if "random_state" in model.get_params():
+                    # Different folds, different (but reproducible) seeds.
+                    model.set_params(random_state=random_state + 1000 * split.repeat + split.fold)
+                model.fit(X[split.train], y[split.train])
+                probability = model.predict_proba(X[split.test])[:, list(model.classes_).index(1)]
+                for i, p in zip(split.test, probability, strict=True):
+                    rows.append(
+                        {
+                            "subject": labels[i],
+                            "network": network,
+                            "model": name,
+                            "repeat": split.repeat,
+                            "fold": split.fold,
+                            "y_true": int(y[i]),
+                            "y_pred": int(p >= 0.5),
+                            "probability": float(p),
+                        }
+                    )
+                training.extend(_history_rows(model, network, name, split))
+                if name in keep_models:
+                    fold_models[(network, name, split.repeat, split.fold)] = model
+                if on_fold is not None:
+                    on_fold(split, network, name, time.perf_counter() - start)
+    predictions = pd.DataFrame(rows)
+    predictions = pd.concat([predictions, ensemble_predictions(predictions)], ignore_index=True)
+    return CrossValidation(
+        predictions=predictions,
+        heldout_maps=heldout,
+        fold_models=fold_models,
+        training=pd.DataFrame(training),
+        feature_seconds=feature_seconds,
+        splits=splits,
+        fold_maps=fold_maps,
+        fold_networks=fold_networks,
+    )
+
+
+def ensemble_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Mean patient probability over networks, per model, subject and repeat.
+
+    Parameters
+    ----------
+    predictions : DataFrame
+        Columns as in :attr:`CrossValidation.predictions`.
+
+    Returns
+    -------
+    DataFrame
+        Same columns, ``network == "ensemble"``; empty when there is only one network.
+    """
+    if predictions.empty or predictions["network"].nunique() < 2:
+        return predictions.iloc[:0]
+    keys = ["subject", "model", "repeat", "fold", "y_true"]
+    ensemble = predictions.groupby(keys, sort=False, as_index=False)["probability"].mean()
+    ensemble["network"] = "ensemble"
+    ensemble["y_pred"] = (ensemble["probability"] >= 0.5).astype(int)
+    return ensemble[predictions.columns]

@@ -1,0 +1,331 @@
+"""Report sections of the group-level stages: sample, group ICA, dual regression QC; warnings.
+
+Each ``*_section(folder)`` returns the section's HTML from the output folder
+(:class:`rsxai.report.ReportFolder`) or raises
+:class:`~rsxai.report_html.SectionNotRun` when its stage left nothing.
+Parts that can fail on their own (one network, one figure) are wrapped in
+:func:`~rsxai.report_html.guarded`, so a broken file costs one figure, not the
+section.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from rsxai.report_charts import qc_strip
+from rsxai.report_figures import (
+    COMPONENT_Z_THRESHOLD,
+    component_thumbnail,
+    glass_brain,
+    load_volume,
+    stat_slices,
+)
+from rsxai.report_html import (
+    details,
+    escape,
+    figure,
+    format_number,
+    guarded,
+    note,
+    paragraph,
+    table,
+)
+
+if TYPE_CHECKING:
+    from rsxai.report import ReportFolder
+
+
+# ----------------------------------------------------------------------------- sample
+def _participants(folder: ReportFolder) -> tuple[pd.DataFrame, str]:
+    group_column = folder.option("input", "group_column", "group")
+    frame = folder.read_tsv(folder.path("participants"))
+    return frame, group_column
+
+
+def _covariates_by_group(frame: pd.DataFrame, group_column: str, groups: list[str]) -> str:
+    covariates = [c for c in frame.columns if c not in ("participant_id", group_column)]
+    if not covariates:
+        return paragraph("No covariates in participants.tsv.")
+    rows = []
+    for column in covariates:
+        row = {"covariate": column}
+        numeric = pd.api.types.is_numeric_dtype(frame[column])
+        for group in groups:
+            values = frame.loc[frame[group_column].astype(str) == group, column]
+            missing = int(values.isna().sum())
+            values = values.dropna()
+            if numeric:
+                text = (
+                    f"{format_number(values.mean())} ± {format_number(values.std(ddof=1))}"
+                    f" (range {format_number(values.min())}-{format_number(values.max())})"
+                    if len(values)
+                    else "n/a"
+                )
+            else:
+                counts = values.astype(str).value_counts().sort_index()
+                text = ", ".join(f"{level} {n}" for level, n in counts.items()) or "n/a"
+            row[group] = text + (f"; {missing} missing" if missing else "")
+        rows.append(row)
+    return table(
+        pd.DataFrame(rows),
+        caption="Covariates by group: numbers as mean ± SD (range), categories as counts.",
+        formats={group: str for group in groups},
+    )
+
+
+def sample_section(folder: ReportFolder) -> str:
+    """Participants per group, covariates by group, excluded participants."""
+    subjects = folder.summary.get("subjects")
+    if not subjects:
+        raise folder.not_run("preprocess", "participant summary")
+    counts = subjects.get("groups", {})
+    positive = subjects.get("positive_label")
+    groups = pd.DataFrame(
+        {
+            "group": list(counts),
+            "participants": list(counts.values()),
+            "role": ["patients (positive class)" if g == positive else "controls" for g in counts],
+        }
+    )
+    parts = [
+        paragraph(f"{subjects.get('n')} participants were analysed."),
+        table(groups, formats={"group": str, "role": str}),
+    ]
+    if folder.path("participants").exists():
+        parts.append(
+            guarded(
+                "Covariates",
+                lambda: _covariates_by_group(*_participants(folder), [str(g) for g in counts]),
+            )
+        )
+    excluded = subjects.get("excluded", [])
+    if excluded:
+        parts.append(
+            table(
+                pd.DataFrame(excluded).rename(columns={"label": "participant"}),
+                caption=f"{len(excluded)} participant(s) excluded before the analysis.",
+                formats={"participant": str, "reason": str},
+            )
+        )
+    else:
+        parts.append(paragraph("No participant was excluded."))
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------- group ICA
+def _selected_components(folder: ReportFolder) -> dict[int, str]:
+    networks = folder.summary.get("networks") or {}
+    if not networks and folder.path("network_selection").exists():
+        networks = folder.read_json_file(folder.path("network_selection"))
+    return {int(entry["component"]): name for name, entry in networks.items()}
+
+
+def _component_table(folder: ReportFolder) -> str:
+    components = folder.read_tsv(folder.path("components_table"))
+    selected = _selected_components(folder)
+    images = nib.load(folder.path("components"))
+    data = np.asarray(images.dataobj, dtype=np.float32)
+    # One colour scale for all thumbnails, so that strong and weak components look so.
+    vmax = float(np.nanmax(np.abs(data))) if data.size else 1.0
+    thumbnails = []
+    for index in components["component"].astype(int):
+        thumbnails.append(
+            guarded(
+                f"component {index}",
+                lambda index=index: component_thumbnail(
+                    nib.Nifti1Image(data[..., index], images.affine),
+                    f"Glass brain of component {index}",
+                    vmax=vmax,
+                ),
+            )
+        )
+    shown = components.rename(
+        columns={
+            "component": "IC",
+            "network": "best template",
+            "r": "r",
+            "second_network": "runner-up",
+            "second_r": "runner-up r",
+            "stability": "stability Iq",
+            "explained_variance": "variance",
+        }
+    )
+    shown.insert(0, "map", thumbnails)
+    shown.insert(
+        2, "analysed as", [selected.get(int(i), "") for i in components["component"].astype(int)]
+    )
+    classes = ["selected" if int(i) in selected else "" for i in components["component"]]
+    return table(
+        shown,
+        caption=(
+            f"Every group ICA component: glass brain where |z| > {COMPONENT_Z_THRESHOLD} (one "
+            f"colour scale, |z| up to {format_number(vmax)}), the best-matching template and "
+            "its spatial correlation r, the runner-up, the ICASSO stability Iq (1: found "
+            "identically from every start) and the share of variance explained. Highlighted: "
+            "components analysed as networks."
+        ),
+        raw_columns=["map"],
+        formats={
+            "best template": str,
+            "runner-up": str,
+            "analysed as": str,
+            "stability Iq": lambda v: f"{v:.3f}",
+            "variance": lambda v: f"{100 * v:.2f} %",
+        },
+        row_classes=classes,
+    )
+
+
+def _network_figure(folder: ReportFolder, network: str, entry: dict) -> str:
+    img = load_volume(folder.path("network_map", network=network))
+    caption = (
+        f"<strong>{escape(network)}</strong>: component {entry.get('component')}, template "
+        f"r = {format_number(entry.get('r'))}; z-scored group map shown where |z| > "
+        f"{COMPONENT_Z_THRESHOLD} over the MNI152 template."
+    )
+    images = glass_brain(
+        img, f"{network} group map, glass brain", threshold=COMPONENT_Z_THRESHOLD, size=(6.6, 2.5)
+    ) + stat_slices(
+        img,
+        f"{network} group map, axial slices",
+        threshold=COMPONENT_Z_THRESHOLD,
+        display_mode="z",
+        cut_coords=7,
+        size=(9.0, 1.9),
+    )
+    return figure(images, caption, wide=True)
+
+
+def ica_section(folder: ReportFolder) -> str:
+    """Every component with its label, template r, stability and thumbnail; networks large."""
+    if not folder.path("components_table").exists():
+        raise folder.not_run("ica", "group ICA components")
+    networks = folder.summary.get("networks") or {}
+    parts = []
+    if networks:
+        chosen = ", ".join(
+            f"{escape(name)} = component {entry['component']}" for name, entry in networks.items()
+        )
+        parts.append(paragraph(f"Networks analysed: {chosen}."))
+    else:
+        parts.append(
+            note(
+                "No network was selected (see Warnings): the components and their template "
+                "matches are shown so that one can be chosen with --force-component.",
+                "warning",
+            )
+        )
+    parts.append(guarded("Component table", lambda: _component_table(folder)))
+    for name, entry in networks.items():
+        parts.append(f"<h3>{escape(name)}</h3>")
+        parts.append(
+            guarded(f"{name} group map", lambda n=name, e=entry: _network_figure(folder, n, e))
+        )
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------- dual regression
+def dual_regression_section(folder: ReportFolder) -> str:
+    """Correlation of each subject's map with the group map, by group; robust outliers."""
+    path = folder.path("dr_qc")
+    if not path.exists():
+        raise folder.not_run("dual_regression", "dual regression QC table")
+    qc = folder.read_tsv(path)
+    networks = [c[2:] for c in qc.columns if c.startswith("r_")]
+    groups_by_subject, group_order = {}, []
+    if folder.path("participants").exists():
+        participants, group_column = _participants(folder)
+        groups_by_subject = dict(
+            zip(
+                participants["participant_id"], participants[group_column].astype(str), strict=True
+            )
+        )
+        group_order = list(dict.fromkeys(participants[group_column].astype(str)))
+    qc["group"] = qc["participant_id"].map(groups_by_subject).fillna("unknown")
+    if not group_order or (qc["group"] == "unknown").any():
+        group_order = list(dict.fromkeys(qc["group"]))
+    tables = {
+        network: pd.DataFrame(
+            {
+                "participant_id": qc["participant_id"],
+                "group": qc["group"],
+                "r": qc[f"r_{network}"],
+                "outlier": qc.get(f"outlier_{network}", pd.Series(False, index=qc.index)),
+            }
+        )
+        for network in networks
+    }
+    outliers = folder.summary.get("dual_regression_qc", {}).get("outliers", [])
+    parts = [
+        paragraph(
+            "Spatial correlation of each participant's stage-2 map with the group map of the "
+            "same network. A participant is flagged when its correlation lies more than 3.5 "
+            "robust standard deviations (1.4826 × MAD) below the cohort's median."
+        ),
+        guarded(
+            "QC chart",
+            lambda: figure(
+                qc_strip(tables, "Subject-to-group map correlations", group_order=group_order),
+                "Each dot a participant; bar: group median; red: flagged.",
+            ),
+        ),
+    ]
+    if outliers:
+        parts.append(note(f"Flagged participants: {escape(', '.join(outliers))}.", "warning"))
+    else:
+        parts.append(paragraph("No participant was flagged."))
+    flags = qc[[c for c in qc.columns if c.startswith("outlier_")]].astype(bool).any(axis=1)
+    parts.append(
+        details(
+            "Every participant's correlations",
+            table(
+                qc,
+                formats={"participant_id": str, "group": str},
+                row_classes=["flag" if f else "" for f in flags],
+            ),
+        )
+    )
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------- warnings
+_LOG_LEVEL = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL)\s+(.*)$")
+
+
+def warnings_section(folder: ReportFolder, failed_sections: list[str] | None = None) -> str:
+    """Input warnings, warnings and errors of the log, and report sections that failed."""
+    parts = []
+    if failed_sections:
+        parts.append(
+            note(
+                "These report sections failed (their error is shown in place): "
+                + escape(", ".join(failed_sections))
+                + ".",
+                "error",
+            )
+        )
+    input_warnings = folder.summary.get("warnings", [])
+    if input_warnings:
+        items = "".join(f"<li>{escape(w)}</li>" for w in input_warnings)
+        parts.append(f"<h3>Input</h3><ul>{items}</ul>")
+    logged = [m.groups() for m in map(_LOG_LEVEL.match, folder.log_lines) if m]
+    if logged:
+        frame = pd.DataFrame(logged, columns=["level", "message"])
+        counts = frame.value_counts(sort=False).reset_index(name="times")
+        parts.append(
+            "<h3>Log</h3>"
+            + table(
+                counts,
+                caption="Warnings and errors in rsxai.log (every run into this folder), "
+                "each once with the number of times it was logged.",
+                formats={"level": str, "message": str},
+            )
+        )
+    if not parts:
+        return paragraph("No warning was raised.")
+    return "".join(parts)
