@@ -14,7 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import group_ica, migp_memory, network_maps, signal_cleaning
+from benchmarks import (
+    attribution,
+    baselines,
+    cnn_training,
+    group_ica,
+    migp_memory,
+    network_maps,
+    signal_cleaning,
+)
 from benchmarks.measurement import REPO_ROOT, machine_description
 
 
@@ -70,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         group_ica.markdown(group_ica.run(args.data_dir, quick=args.quick)),
         network_maps.markdown(network_maps.run(args.data_dir, quick=args.quick)),
         migp_memory.markdown(migp_memory.run(quick=args.quick)),
+        baselines.markdown(baselines.run(quick=args.quick)),
+        cnn_training.markdown(cnn_training.run(quick=args.quick)),
+        attribution.markdown(attribution.run(quick=args.quick)),
     ]
     seconds = time.perf_counter() - started
     header = [

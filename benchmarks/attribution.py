@@ -13,13 +13,14 @@ bounding box), random weights, evaluation mode:
 :func:`rsxai.attribution.attribute` runs at its defaults (SmoothGrad 16
 samples, Integrated Gradients 16 steps, batch size 8, Grad-CAM and Grad-CAM++
 at the default layer), once for the predicted class and once for the patient
-class (class 1), as the explain stage does. Everything runs in one fresh
-process with ``torch.set_num_threads(threads)`` (default 2); after a warm-up
-call per method on one volume, each timing is one call on all volumes.
-Wall-clock and CPU time (the process's, all threads) are both reported: on a
-machine busy with other work the first grows, the second much less.
+class (class 1), as the explain stage does. Everything runs in a fresh
+process per thread setting (``torch.set_num_threads``: 1, then 2); after a
+warm-up call per method on one volume, each timing is one call on all
+volumes. Wall-clock and CPU time (the process's, all threads) are both
+reported: on a machine busy with other work the first grows, the second much
+less, and two threads can be slower than one (each waits for the other).
 
-Run alone: ``python -m benchmarks.attribution [--quick] [--threads N]``.
+Run alone: ``python -m benchmarks.attribution [--quick] [--threads N ...]``.
 """
 
 from __future__ import annotations
@@ -119,46 +120,48 @@ def time_methods(n_inputs: int, shape: list[int], threads: int = 2, seed: int = 
     return {"models": results, "threads": threads, "rss_after_mb": current_rss_mb()}
 
 
-def run(*, quick: bool = False, threads: int = 2) -> dict:
-    """Time every method in a fresh process; per-method and total seconds per model."""
+def run(*, quick: bool = False, threads: tuple[int, ...] | None = None) -> dict:
+    """Time every method, one fresh process per thread setting (default: 1 and 2; quick: 1)."""
     size = QUICK if quick else FULL
-    load_before = [round(value, 2) for value in os.getloadavg()]
-    result = run_in_child(
-        "benchmarks.attribution:time_methods",
-        n_inputs=size["n_inputs"],
-        shape=list(size["shape"]),
-        threads=threads,
-    )
-    for timings in result["models"].values():
-        for kind in ("seconds", "cpu_seconds"):
-            timings[f"total_{kind}"] = {
-                target: sum(times[target] for times in timings[kind].values())
-                for target in TARGETS
-            }
-    return {
-        **size,
-        **result,
-        "load_average": {
+    if threads is None:
+        threads = (1,) if quick else (1, 2)
+    settings = []
+    for count in threads:
+        load_before = [round(value, 2) for value in os.getloadavg()]
+        result = run_in_child(
+            "benchmarks.attribution:time_methods",
+            n_inputs=size["n_inputs"],
+            shape=list(size["shape"]),
+            threads=count,
+        )
+        for timings in result["models"].values():
+            for kind in ("seconds", "cpu_seconds"):
+                timings[f"total_{kind}"] = {
+                    target: sum(times[target] for times in timings[kind].values())
+                    for target in TARGETS
+                }
+        result["load_average"] = {
             "before": load_before,
             "after": [round(value, 2) for value in os.getloadavg()],
-        },
-    }
+        }
+        settings.append(result)
+    return {**size, "settings": settings}
 
 
 def markdown(result: dict) -> str:
     """The BENCHMARKS.md section for :func:`run`'s result."""
     n = result["n_inputs"]
     shape = " x ".join(str(size) for size in result["shape"])
-    models = result["models"]
-    full, ours = models["full-resolution"], models["MapCNN3D"]
+    first = result["settings"][0]["models"]
+    full, ours = first["full-resolution"], first["MapCNN3D"]
     lines = [
         "## Attribution maps: every method for a cohort's held-out subjects",
         "",
         f"{n} volumes of 1 x {shape} (4 mm grid), random weights, evaluation mode; "
         "`rsxai.attribution.attribute` at its defaults (SmoothGrad 16 samples, Integrated "
         "Gradients 16 steps, batch size 8), for the predicted class and for the patient class; "
-        f"one fresh process with {result['threads']} torch threads; each time is one call on "
-        "all volumes, after a warm-up call.",
+        "one fresh process per torch thread setting; each time is one call on all volumes, "
+        "after a warm-up call.",
         "",
         "- full-resolution CNN: 3 blocks (3x3x3 conv at 40 x 48 x 40, batch norm, ReLU, 2x2x2 "
         f"max pool; 8, 16, 32 channels; {full['n_parameters']:,} parameters), global average "
@@ -166,10 +169,23 @@ def markdown(result: dict) -> str:
         "- MapCNN3D: rsxai's default classifier (`build_model('cnn3d')`: stride-2 stem, 3 "
         f"blocks, linear head on the flattened maps; {ours['n_parameters']:,} parameters); "
         f"CAM layer `{ours['layer']}`.",
-        f"- Peak memory of the process: {result['peak_rss_mb']:.0f} MiB. CPU time is the "
-        "process's, all threads together. Load average (1, 5, 15 min) before: "
-        f"{result['load_average']['before']}, after: {result['load_average']['after']} (after "
-        "includes this benchmark); on a busy machine wall-clock times are pessimistic.",
+        "- CPU time is the process's, all threads together. Load averages (1, 5, 15 min) are "
+        "taken before and after each process (after includes it); on a busy machine "
+        "wall-clock times are pessimistic.",
+        f"- Target: all methods for 60 volumes in <= {BUDGET_SECONDS:.0f} s on 2 cores.",
+        "",
+    ]
+    for setting in result["settings"]:
+        lines += _setting_table(setting)
+    return "\n".join(lines)
+
+
+def _setting_table(setting: dict) -> list[str]:
+    models = setting["models"]
+    load = setting["load_average"]
+    lines = [
+        f"Torch threads: {setting['threads']}; peak memory {setting['peak_rss_mb']:.0f} MiB; "
+        f"load average before {load['before']}, after {load['after']}.",
         "",
         "| method | passes per volume | full-resolution: predicted / patient (s) "
         "| MapCNN3D: predicted / patient (s) |",
@@ -181,31 +197,32 @@ def markdown(result: dict) -> str:
             for name in MODELS
         ]
         lines.append(f"| {method} | {passes} | {cells[0]} | {cells[1]} |")
-    totals = [
-        " / ".join(f"{models[name]['total_seconds'][target]:.1f}" for target in TARGETS)
-        for name in MODELS
-    ]
-    cpu = [
-        " / ".join(f"{models[name]['total_cpu_seconds'][target]:.1f}" for target in TARGETS)
-        for name in MODELS
-    ]
+    totals, cpu = (
+        [" / ".join(f"{models[name][kind][target]:.1f}" for target in TARGETS) for name in MODELS]
+        for kind in ("total_seconds", "total_cpu_seconds")
+    )
     lines += [
         f"| **all five, wall-clock** | {sum(PASSES.values())} | **{totals[0]}** "
         f"| **{totals[1]}** |",
         f"| all five, CPU time | | {cpu[0]} | {cpu[1]} |",
         "",
-        f"- Target: all methods for 60 volumes in <= {BUDGET_SECONDS:.0f} s on 2 cores.",
-        "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 volumes (smoke run)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="torch thread settings, one process each (default: 1 2; quick: 1)",
+    )
     args = parser.parse_args(argv)
-    print(markdown(run(quick=args.quick, threads=args.threads)))
+    threads = None if args.threads is None else tuple(args.threads)
+    print(markdown(run(quick=args.quick, threads=threads)))
 
 
 if __name__ == "__main__":

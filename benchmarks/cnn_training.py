@@ -216,8 +216,11 @@ def markdown(result: dict) -> str:
     lines += [
         "",
         "Target: 10-fold CV of one network in <= 2 min on 2 cores (one fold <= ~10 s). "
-        "Small 3D convolutions (1 to 32 channels) are bound by memory traffic and per-layer "
-        "overhead, not arithmetic, so a small fraction of the matmul rate is expected.",
+        "When other processes share the cores, torch's OpenMP threads wait on each other at "
+        "every operation (GNU OpenMP spins before it sleeps), and the `default` row can be "
+        "many times slower than the `1` row: train with one thread per process "
+        "(`CNNClassifier(n_threads=1)`, folds in parallel processes) or set "
+        "OMP_WAIT_POLICY=PASSIVE on such machines.",
         "",
     ]
     return "\n".join(lines)

@@ -295,6 +295,14 @@ def test_same_seed_gives_bitwise_identical_predictions_and_keeps_global_rng():
     assert not np.array_equal(first.predict_proba(X), other.predict_proba(X))
     assert list(first.classes_) == ["control", "patient"]
     assert set(first.predict(X)) <= {"control", "patient"}
+    # n_threads applies inside fit and predict only.
+    torch.set_num_threads(2)
+    try:
+        threaded = CNNClassifier(MASK, n_threads=1, **params).fit(X, labels)
+        assert torch.get_num_threads() == 2
+        np.testing.assert_array_equal(threaded.predict_proba(X), first.predict_proba(X))
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_fitted_state_and_network_input():
@@ -374,6 +382,7 @@ def test_weights_round_trip_through_safetensors(tmp_path):
         ({"width": 0}, "width must be an integer from 1 to 256; got 0"),
         ({"patience": 0}, "patience must be an integer >= 1; got 0"),
         ({"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got 'gpu'"),
+        ({"n_threads": 0}, "n_threads must be None or an integer >= 1; got 0"),
     ],
 )
 def test_bad_parameters_raise_clear_errors(params, message):

@@ -226,7 +226,7 @@ def test_ground_truth_shapes(cohort):
         "strength",
         "sign",
     ]
-    assert truth.effect_table["network"].tolist() == ["sensorimotor", "visual"]
+    assert truth.effect_table["network"].tolist() == [e.network for e in DEFAULT_EFFECTS]
     assert truth.parameters["seed"] == 3 and truth.parameters["rsxai_version"] == __version__
     assert truth.parameters["grid"]["shape"] == list(shape)
     maps, timecourses = truth.load_subject("sub-005")
@@ -269,10 +269,10 @@ def test_networks_sit_on_their_anatomy(cohort):
         np.linalg.norm(peak - np.asarray(p)) for p in [(-37, -21, 58), (37, -21, 58), (0, -6, 62)]
     ]
     assert min(distances) <= 15.0
-    # Whole networks lie in their lobes: visual in occipital cortex (y < -60),
-    # cerebellar below the tentorium.
+    # Whole networks lie in their lobes: visual in occipital and posterior
+    # lingual cortex (y < -45), cerebellar below the tentorium.
     visual = maps[:, NETWORK_NAMES.index("visual")]
-    assert visual[xyz[:, 1] < -60].sum() > 0.95 * visual.sum()
+    assert visual[xyz[:, 1] < -45].sum() > 0.95 * visual.sum()
     cerebellar = maps[:, NETWORK_NAMES.index("cerebellar")]
     assert cerebellar[xyz[:, 2] < -10].sum() > 0.95 * cerebellar.sum()
 
@@ -282,7 +282,8 @@ def test_networks_sit_on_their_anatomy(cohort):
     in_network = networks.max(axis=-1) > 0
     assert not (in_network & ~mni_brain_mask(8)).any()
     assert (mni_grey_matter(8)[in_network] >= 0.2).all()
-    assert in_network.mean() > 0.01 and in_network.sum() < 0.6 * mni_brain_mask(8).sum()
+    # Nine networks together reach most of the cortex, but not the whole brain.
+    assert in_network.mean() > 0.01 and in_network.sum() < 0.75 * mni_brain_mask(8).sum()
 
 
 def test_subject_maps_vary_around_the_group_maps(cohort):
@@ -385,24 +386,31 @@ def test_planted_effect_is_where_it_was_planted(effect_pair):
     _, null_maps, _ = _true_maps(null)
     grid = Grid(mni_brain_mask(8), truth.affine)
     xyz = grid.world_coordinates()
-    for e, row in truth.effect_table.iterrows():
-        k = NETWORK_NAMES.index(row["network"])
+    weights, factors = [], {}
+    for _, row in truth.effect_table.iterrows():
         center = row[["center_x", "center_y", "center_z"]].to_numpy(float)
         # The documented shape, written out independently: 1 at the centre,
         # 1/2 at radius_mm, cut beyond three radii.
         ratio = np.linalg.norm(xyz - center, axis=1) / row["radius_mm"]
-        weight = np.where(ratio <= 3, 2.0 ** (-(ratio**2)), 0.0)
+        weights.append(np.where(ratio <= 3, 2.0 ** (-(ratio**2)), 0.0))
+        change = row["sign"] * row["strength"] * weights[-1]
+        factors[row["network"]] = factors.get(row["network"], 1.0) * (1 + change)
+    for e, row in truth.effect_table.iterrows():
+        k = NETWORK_NAMES.index(row["network"])
+        weight = weights[e]
         change = row["sign"] * row["strength"] * weight
         group = truth.networks[grid.mask, k]
         np.testing.assert_allclose(truth.effects[grid.mask, e], group * change, atol=1e-6)
 
         # Same seed with and without effects: controls identical, patients
-        # multiplied by (1 + sign * strength * w) in that network only.
+        # multiplied by (1 + sign * strength * w) of every effect in that network.
         subject = maps[..., k].T  # (V, S)
         baseline = null_maps[..., k].T
         np.testing.assert_array_equal(subject[:, ~patients], baseline[:, ~patients])
         np.testing.assert_allclose(
-            subject[:, patients], baseline[:, patients] * (1 + change[:, None]), atol=1e-5
+            subject[:, patients],
+            baseline[:, patients] * factors[row["network"]][:, None],
+            atol=1e-5,
         )
 
         inside = weight >= 0.5
@@ -416,8 +424,9 @@ def test_planted_effect_is_where_it_was_planted(effect_pair):
         expected = (group * change)[inside].mean()
         assert abs(observed - expected) < 3 * error
         assert abs(observed) > 2 * error
-        # Elsewhere in the network (beyond three radii) there is only chance.
-        outside = (weight == 0) & (group >= 0.2)
+        # Elsewhere in the network (where every effect changes the map by < 1.5 %)
+        # there is only chance.
+        outside = (np.max(weights, axis=0) < 0.02) & (group >= 0.2)
         assert outside.sum() >= 5
         relative = (subject[outside] / group[outside, None]).mean(axis=0)
         assert abs(stats.ttest_ind(relative[patients], relative[~patients]).statistic) < 3

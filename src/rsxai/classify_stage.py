@@ -23,6 +23,7 @@ from rsxai.grid import Grid
 from rsxai.outputs import output_path, read_json, write_json, write_nifti, write_tsv
 
 if TYPE_CHECKING:
+    from rsxai.config import Config
     from rsxai.pipeline import RunContext
 
 logger = logging.getLogger("rsxai")
@@ -81,32 +82,38 @@ def _baseline(context: RunContext, kind: str):
     )
 
 
-def build_models(context: RunContext, mask: np.ndarray) -> dict:
-    """The configured classifiers, unfitted, keyed by model name."""
+def cnn_estimator(config: Config, mask: np.ndarray):
+    """The CNN classifier configured by the run's ``[classify]`` options (unfitted)."""
     from rsxai.cnn_classifier import CNNClassifier
 
-    options, seed = context.config.classify, context.config.run.random_seed
-    models = {}
-    for name in options.models:
-        if name == "cnn":
-            models[name] = CNNClassifier(
-                mask,
-                n_blocks=options.cnn_blocks,
-                width=options.cnn_width,
-                dropout=options.cnn_dropout,
-                max_epochs=options.cnn_epochs,
-                patience=options.cnn_patience,
-                batch_size=options.cnn_batch_size,
-                learning_rate=options.cnn_learning_rate,
-                weight_decay=options.cnn_weight_decay,
-                shift_voxels=options.cnn_shift_voxels,
-                noise_sd=options.cnn_noise_sd,
-                random_state=seed,
-                device=context.config.run.device,
-            )
-        else:
-            models[name] = _baseline(context, name)
-    return models
+    options = config.classify
+    return CNNClassifier(
+        mask,
+        n_blocks=options.cnn_blocks,
+        width=options.cnn_width,
+        dropout=options.cnn_dropout,
+        max_epochs=options.cnn_epochs,
+        patience=options.cnn_patience,
+        batch_size=options.cnn_batch_size,
+        learning_rate=options.cnn_learning_rate,
+        weight_decay=options.cnn_weight_decay,
+        shift_voxels=options.cnn_shift_voxels,
+        noise_sd=options.cnn_noise_sd,
+        random_state=config.run.random_seed,
+        device=config.run.device,
+        # One thread: results are bitwise identical only at a fixed thread count
+        # (so any machine repeats them), and on 2 shared cores torch's default
+        # threads were measured 15x slower (benchmarks/cnn_training.py).
+        n_threads=1,
+    )
+
+
+def build_models(context: RunContext, mask: np.ndarray) -> dict:
+    """The configured classifiers, unfitted, keyed by model name."""
+    return {
+        name: cnn_estimator(context.config, mask) if name == "cnn" else _baseline(context, name)
+        for name in context.config.classify.models
+    }
 
 
 def _stage_maps(context: RunContext, grid: Grid) -> FixedMaps:

@@ -29,6 +29,7 @@ from rsxai.cnn_training import (
     hyperparameter_problems,
     reproducible,
     resolve_device,
+    torch_threads,
     train_cnn,
 )
 from rsxai.exceptions import InputError
@@ -199,6 +200,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         (bitwise on the same CPU).
     device : str, default="auto"
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    n_threads : int, optional
+        PyTorch CPU threads while fitting and predicting (restored after);
+        None leaves PyTorch's setting. Use 1 when other processes share the
+        cores (see :func:`rsxai.cnn_training.torch_threads`). Results are
+        bitwise reproducible for a given seed and thread count.
 
     Attributes
     ----------
@@ -238,6 +244,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         validation_fraction: float = 0.2,
         random_state: int = 0,
         device: str = "auto",
+        n_threads: int | None = None,
     ):
         self.mask = mask
         self.architecture = architecture
@@ -256,6 +263,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.random_state = random_state
         self.device = device
+        self.n_threads = n_threads
 
     def _validate_params(self) -> None:
         problems = hyperparameter_problems(
@@ -271,6 +279,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 "validation_fraction must be a number in [0, 1); "
                 f"got {self.validation_fraction!r}."
             )
+        if self.n_threads is not None and not (_is_int(self.n_threads) and self.n_threads >= 1):
+            problems.append(f"n_threads must be None or an integer >= 1; got {self.n_threads!r}.")
         if not (_is_int(self.random_state) and 0 <= self.random_state < 2**63):
             problems.append(
                 f"random_state must be a non-negative integer; got {self.random_state!r}."
@@ -335,24 +345,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         in_shape = tuple(volumes.shape[2:])
         with reproducible(self.random_state, device):
             model = self._build(in_shape, classes.size)
-        box_mask = mask[crop_box(mask)]
-        self.history_: TrainingHistory = train_cnn(
-            model,
-            volumes[train],
-            y_index[train],
-            volumes[val] if val.size else None,
-            y_index[val] if val.size else None,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            patience=self.patience,
-            shift_voxels=self.shift_voxels,
-            noise_sd=self.noise_sd,
-            input_mask=box_mask,
-            seed=self.random_state,
-            device=device,
-        )
+        with torch_threads(self.n_threads):
+            self.history_: TrainingHistory = train_cnn(
+                model,
+                volumes[train],
+                y_index[train],
+                volumes[val] if val.size else None,
+                y_index[val] if val.size else None,
+                max_epochs=self.max_epochs,
+                batch_size=self.batch_size,
+                learning_rate=self.learning_rate,
+                weight_decay=self.weight_decay,
+                patience=self.patience,
+                shift_voxels=self.shift_voxels,
+                noise_sd=self.noise_sd,
+                input_mask=mask[crop_box(mask)],
+                seed=self.random_state,
+                device=device,
+            )
         self._set_fitted(model, classes, device, mask)
         return self
 
@@ -405,7 +415,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _logits(self, X: np.ndarray) -> np.ndarray:
         volumes = torch.from_numpy(self.to_volumes(X))
         self.model_.eval()
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.n_threads):
             logits = [
                 self.model_(volumes[i : i + _PREDICT_BATCH].to(self.device_)).cpu()
                 for i in range(0, len(volumes), _PREDICT_BATCH)

@@ -34,6 +34,7 @@ __all__ = [
     "reproducible",
     "resolve_device",
     "seed_everything",
+    "torch_threads",
     "train_cnn",
 ]
 
@@ -108,6 +109,28 @@ def deterministic_algorithms(device: torch.device) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         torch.backends.cudnn.deterministic = previous[2]
         torch.backends.cudnn.benchmark = previous[3]
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads: int | None) -> Iterator[None]:
+    """Run PyTorch's CPU operations on ``n_threads`` threads inside the block, then restore.
+
+    None leaves the setting alone. On a machine whose cores are shared with
+    other busy processes, PyTorch's OpenMP threads wait on each other at every
+    operation (GNU OpenMP spins before sleeping): training on 2 threads was
+    measured 10 to 30 times slower than on 1 under such load
+    (``benchmarks/cnn_training.py``), so one thread per process, with
+    processes in parallel, is the safe choice there.
+    """
+    if n_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(n_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

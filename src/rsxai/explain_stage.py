@@ -439,8 +439,10 @@ def _sanity(
                 seed=seed,
             ).items()
         }
-    # build_models only reads the configuration: a bare namespace stands for the run context.
-    estimator = build_models(SimpleNamespace(config=config), grid.mask).get("cnn")
+    # build_models reads the configuration and the labels (for the baselines' inner
+    # folds) only: a namespace with both stands for the run context.
+    context = SimpleNamespace(config=config, cohort=SimpleNamespace(y=data.y_true))
+    estimator = build_models(context, grid.mask).get("cnn")
     training = data.fold_of != fold
     return randomisation_checks(
         model,
