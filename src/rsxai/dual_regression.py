@@ -40,9 +40,9 @@ class DualRegressionResult:
         Stage 1: one time course per group map.
     maps : ndarray of shape (K, V), float32
         Stage 2 parameter estimates (FSL's ``dr_stage2_subject*.nii.gz``).
-    z_maps : ndarray of shape (K, V), float32
+    z_maps : ndarray of shape (K, V), float32, or None
         Stage 2 Z statistics (FSL's ``--out_z``), from t with
-        ``dof = T - K - 1``.
+        ``dof = T - K - 1``; None when not asked for.
     dof : int
         Residual degrees of freedom of stage 2.
     """
@@ -97,13 +97,32 @@ def spatial_regression(maps: np.ndarray, data: np.ndarray) -> np.ndarray:
             f"group_maps has {maps.shape[1]} voxels but subject_data has {data.shape[1]}; "
             "both must be masked with the same brain mask (same number of columns V)."
         )
-    design = maps.astype(np.float64)
-    design -= design.mean(axis=1, keepdims=True)
     volumes = data.astype(np.float64)
     volumes -= volumes.mean(axis=1, keepdims=True)
-    # One least-squares problem with T right-hand sides: (V, K) design, (V, T) data.
-    coefficients = np.linalg.lstsq(design.T, volumes.T, rcond=None)[0]
-    return coefficients.T
+    return volumes @ spatial_pseudo_inverse(maps).T
+
+
+def spatial_pseudo_inverse(maps: np.ndarray) -> np.ndarray:
+    """Pseudo-inverse of the voxel-demeaned maps: stage 1 is ``data @ pinv.T``.
+
+    Computed once per set of group maps and shared by every subject: a
+    (V, K) pseudo-inverse by SVD costs about as much as one subject's
+    regression, and numpy's ``lstsq`` on the (V, K) design with T right-hand
+    sides was measured ~30x slower than the product with it (1 s against
+    0.03 s per subject at 4 mm, K = 20, T = 150).
+
+    Parameters
+    ----------
+    maps : ndarray of shape (K, V)
+
+    Returns
+    -------
+    pinv : ndarray of shape (K, V), float64
+        Minimum-norm least-squares solution operator, like FSL's pseudo-inverse.
+    """
+    design = np.asarray(maps, dtype=np.float64)
+    design = design - design.mean(axis=1, keepdims=True)
+    return np.linalg.pinv(design.T)
 
 
 def _t_to_z(t: np.ndarray, dof: int) -> np.ndarray:
@@ -144,7 +163,12 @@ def _t_to_z(t: np.ndarray, dof: int) -> np.ndarray:
 
 
 def dual_regression(
-    group_maps: np.ndarray, subject_data: np.ndarray, *, des_norm: bool = True
+    group_maps: np.ndarray,
+    subject_data: np.ndarray,
+    *,
+    des_norm: bool = True,
+    z_maps: bool = True,
+    maps_pinv: np.ndarray | None = None,
 ) -> DualRegressionResult:
     """Subject-specific time courses and maps of group networks (FSL dual regression).
 
@@ -180,6 +204,12 @@ def dual_regression(
         One subject's masked, preprocessed data; ``T`` must exceed ``K + 1``.
     des_norm : bool, default=True
         Variance-normalise the stage-1 time courses before stage 2 (FSL ``--des_norm``).
+    z_maps : bool, default=True
+        Compute the stage-2 Z maps (skipped, ``z_maps=None`` in the result, when
+        only the maps are needed: the t-to-Z conversion costs more than the regressions).
+    maps_pinv : ndarray of shape (K, V), optional
+        :func:`spatial_pseudo_inverse` of ``group_maps``, computed once and
+        shared by all subjects (computed here when not given).
 
     Returns
     -------
@@ -204,18 +234,34 @@ def dual_regression(
             f"{n_maps + 2} volumes (or fewer maps)."
         )
 
-    timecourses = spatial_regression(group_maps, subject_data)
+    if subject_data.shape[1] != group_maps.shape[1]:
+        raise InputError(
+            f"group_maps has {group_maps.shape[1]} voxels but subject_data has "
+            f"{subject_data.shape[1]}; both must be masked with the same brain mask "
+            "(same number of columns V)."
+        )
+    if maps_pinv is None:
+        maps_pinv = spatial_pseudo_inverse(group_maps)
+    volumes = subject_data.astype(np.float64)
+    timecourses = (volumes - volumes.mean(axis=1, keepdims=True)) @ maps_pinv.T
 
     design = timecourses - timecourses.mean(axis=0)
     if des_norm:
         scale = design.std(axis=0, ddof=1)
         # A flat time course stays a zero column: pinv then gives it beta = 0.
         design = np.divide(design, scale, out=np.zeros_like(design), where=scale > 0)
-    voxels = subject_data.astype(np.float64)
+    voxels = volumes
     voxels -= voxels.mean(axis=0)
 
     design_pinv = np.linalg.pinv(design)  # (K, T)
     maps = design_pinv @ voxels  # (K, V), all voxels at once
+    if not z_maps:
+        return DualRegressionResult(
+            timecourses=timecourses.astype(np.float32),
+            maps=maps.astype(np.float32),
+            z_maps=None,
+            dof=dof,
+        )
     residuals = voxels - design @ maps
     sigma2 = np.einsum("tv,tv->v", residuals, residuals) / dof  # (V,)
     # diag((X'X)^-1) = row norms of pinv(X) squared, without forming X'X.
@@ -224,11 +270,9 @@ def dual_regression(
     with np.errstate(divide="ignore", invalid="ignore"):
         t_maps = maps / standard_error
     t_maps[(standard_error == 0) & (maps == 0)] = 0.0
-    z_maps = _t_to_z(t_maps, dof)
-
     return DualRegressionResult(
         timecourses=timecourses.astype(np.float32),
         maps=maps.astype(np.float32),
-        z_maps=z_maps.astype(np.float32),
+        z_maps=_t_to_z(t_maps, dof).astype(np.float32),
         dof=dof,
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from rsxai.dual_regression import DualRegressionResult, dual_regression
+from rsxai.dual_regression import DualRegressionResult, dual_regression, spatial_pseudo_inverse
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
 from rsxai.ica import GroupICA
@@ -167,6 +167,7 @@ class NetworkMaps:
         subjects : sequence of ndarray of shape (T_s, n_voxels) or of callables returning one
             Preprocessed data of the training subjects (callables let data stream from disk).
         """
+        self._maps_pinv = None
         if self.group_maps is not None:
             self.ica_ = None
             self.components_ = load_group_maps(self.group_maps, self.grid)
@@ -223,7 +224,15 @@ class NetworkMaps:
             ``timecourses`` (T, K), ``maps`` and ``z_maps`` (K, n_voxels).
         """
         self._check_fitted()
-        return dual_regression(self.components_, _load(subject), des_norm=self.des_norm)
+        return dual_regression(
+            self.components_, _load(subject), des_norm=self.des_norm, maps_pinv=self._pinv()
+        )
+
+    def _pinv(self) -> np.ndarray:
+        # Stage 1's operator depends on the group maps only: computed once.
+        if getattr(self, "_maps_pinv", None) is None:
+            self._maps_pinv = spatial_pseudo_inverse(self.components_)
+        return self._maps_pinv
 
     def transform(self, subjects: Sequence[SubjectData]) -> np.ndarray:
         """Stage-2 maps of the requested networks for each subject.
@@ -235,6 +244,14 @@ class NetworkMaps:
         """
         self._check_fitted()
         indices = [self.network_components_[name] for name in self.labels_.selected]
-        return np.stack([self.dual_regress(subject).maps[indices] for subject in subjects]).astype(
-            np.float32
-        )
+        maps = [
+            dual_regression(
+                self.components_,
+                _load(subject),
+                des_norm=self.des_norm,
+                z_maps=False,
+                maps_pinv=self._pinv(),
+            ).maps[indices]
+            for subject in subjects
+        ]
+        return np.stack(maps).astype(np.float32)

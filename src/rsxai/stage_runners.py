@@ -18,6 +18,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from rsxai.dual_regression import spatial_pseudo_inverse
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
 from rsxai.outputs import atomic_path, output_path, read_json, write_json, write_nifti, write_tsv
@@ -185,10 +186,10 @@ def run_ica(context: RunContext) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------- dual regression
-def _dual_regress_one(components, load, des_norm):
+def _dual_regress_one(components, maps_pinv, load, des_norm):
     from rsxai.dual_regression import dual_regression
 
-    return dual_regression(components, load(), des_norm=des_norm)
+    return dual_regression(components, load(), des_norm=des_norm, maps_pinv=maps_pinv)
 
 
 def run_dual_regression(context: RunContext) -> list[Path]:
@@ -199,10 +200,13 @@ def run_dual_regression(context: RunContext) -> list[Path]:
     selection = read_json(output_path(out_dir, "network_selection"))
     n_components = components.shape[0]
     columns = [f"IC{index:02d}" for index in range(n_components)]
+    maps_pinv = spatial_pseudo_inverse(components)  # shared by every subject
     stacks = {name: [] for name in selection}
     qc_rows, written = [], []
     results = Parallel(n_jobs=context.config.run.n_jobs, return_as="generator")(
-        delayed(_dual_regress_one)(components, load, context.config.dual_regression.des_norm)
+        delayed(_dual_regress_one)(
+            components, maps_pinv, load, context.config.dual_regression.des_norm
+        )
         for load in subjects
     )
     for subject, result in tqdm(
