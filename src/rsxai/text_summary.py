@@ -1,0 +1,76 @@
+"""A few lines of plain text with a run's main results, read from ``summary.json``.
+
+Printed at the end of ``rsxai demo`` (and usable after any run): the networks
+found, the significant clusters, the accuracies with their p-values and the
+explanations' agreement with the statistics. Like :mod:`rsxai.report`, it
+only reads the output folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rsxai.outputs import output_path, read_json
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def text_summary(out_dir: str | Path) -> str:
+    """The main results of the run in ``out_dir``, one finding per line.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        An output folder of ``rsxai run`` (its ``summary.json`` is read).
+
+    Returns
+    -------
+    str
+        Lines for the stages that ran; empty when there is no summary.
+    """
+    path = output_path(out_dir, "summary")
+    if not path.exists():
+        return ""
+    summary = read_json(path)
+    lines = []
+    for name, entry in summary.get("networks", {}).items():
+        lines.append(
+            f"Network {name}: component {entry['component']} (template r = {entry['r']:.2f})"
+        )
+    for network, contrasts in summary.get("stats", {}).get("networks", {}).items():
+        for contrast, entry in contrasts.items():
+            lines.append(
+                f"Stats {network} {contrast}: {entry.get('n_fwe_significant_voxels', 0)} "
+                f"FWE-significant voxels, {entry.get('n_clusters', 0)} clusters, "
+                f"min FWE p {_p(entry.get('min_p_fwe'))}"
+            )
+    classification = summary.get("classification", {})
+    if classification:
+        cv = classification["cv"]
+        scope = cv["cv_scope"] + (" (transductive)" if cv.get("transductive") else "")
+        lines.append(f"Classification: {cv['n_splits']}-fold {cv['scheme']}, scope {scope}")
+        for network, models in classification.get("networks", {}).items():
+            for model, entry in models.items():
+                accuracy = entry["accuracy"]
+                lines.append(
+                    f"  {network} {model}: accuracy {accuracy['value']:.1%} "
+                    f"[{accuracy['ci_low']:.1%}, {accuracy['ci_high']:.1%}], "
+                    f"binomial p {_p(entry.get('binomial_p_value'))}, "
+                    f"permutation p {_p(entry.get('permutation_p_value'))}"
+                )
+    for network, methods in summary.get("explanations", {}).get("networks", {}).items():
+        for method, targets in methods.items():
+            if not isinstance(targets, dict):
+                continue
+            for target, entry in targets.items():
+                agreement = entry.get("agreement", {}) if isinstance(entry, dict) else {}
+                if "spearman_r" in agreement:
+                    lines.append(
+                        f"Explanation {network} {method} ({target}): Spearman r with |t| "
+                        f"{agreement['spearman_r']:.2f}, Dice {agreement.get('dice')}"
+                    )
+    return "\n".join(lines)
