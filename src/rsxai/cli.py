@@ -207,6 +207,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_verbosity(report)
 
+    explain = sub.add_parser(
+        "explain",
+        formatter_class=_Formatter,
+        help="Explain the CNNs of an existing output folder (the explain stage alone).",
+        description="Run the explain stage on OUTPUT_DIR: attribution maps of every held-out "
+        "subject, group maps, agreement with the statistics, sanity checks, faithfulness and, "
+        "on simulated data, localisation. Options not given come from OUTPUT_DIR/rsxai.toml, "
+        "then the defaults.",
+    )
+    explain.add_argument(
+        "output_dir",
+        type=Path,
+        metavar="OUTPUT_DIR",
+        help="Output folder of `rsxai run` (classify stage done).",
+    )
+    group = explain.add_argument_group(SECTION_TITLES["explain"])
+    for option in OPTIONS:
+        if option.section == "explain" and option.flag:
+            _add_option(group, option)
+    group.add_argument(
+        "--ground-truth",
+        type=Path,
+        metavar="DIR",
+        help="The simulator's ground_truth folder (default: looked for beside the run's input).",
+    )
+    _add_verbosity(explain)
+
     sub.add_parser(
         "version", help="Print the rsxai version.", description="Print the rsxai version."
     )
@@ -312,6 +339,17 @@ DEMO_SETTINGS = {
 }
 
 
+def _explain_command(args: argparse.Namespace) -> int:
+    from rsxai.explain_stage import explain_output_folder
+    from rsxai.outputs import output_path
+
+    toml = output_path(args.output_dir, "config")
+    config = resolve_config(load_config_file(toml) if toml.exists() else None, _overrides(args))
+    written = explain_output_folder(args.output_dir, config=config, ground_truth=args.ground_truth)
+    print(f"Explanations: {len(written)} files in {(args.output_dir / 'explanations').resolve()}")
+    return 0
+
+
 def _demo_command(args: argparse.Namespace) -> int:
     from rsxai import pipeline
     from rsxai.simulate import simulate_cohort
@@ -364,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_command(args, argv)
         if args.command == "simulate":
             return _simulate_command(args)
+        if args.command == "explain":
+            return _explain_command(args)
         if args.command == "report":
             from rsxai.report import report_command
 

@@ -7,8 +7,9 @@ and in masked space, ``(n_subjects, n_voxels)`` with the :class:`rsxai.grid.Grid
 voxel order, so that :meth:`Grid.to_img` writes them back into MNI space;
 normalisation is the separate step of :mod:`rsxai.explanation_metrics`.
 
-The checks of their trust are in :mod:`rsxai.explain_checks`. Nothing here
-reads or writes files (that is :mod:`rsxai.explain_stage`).
+Group maps and their comparisons are in :mod:`rsxai.explain_group`, the
+checks of their trust in :mod:`rsxai.explain_checks`. Nothing here reads or
+writes files (that is :mod:`rsxai.explain_stage`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from rsxai.attribution import CAM_METHODS, METHODS, attribute
 from rsxai.cnn_classifier import CNNClassifier, crop_box, volumes_to_maps
+from rsxai.cnn_training import torch_threads
 
 TARGETS = ("predicted", "patient")
 
@@ -145,12 +147,14 @@ def explain_subjects(
     positive_label=1,
     settings: AttributionSettings | None = None,
     seed: int = 0,
+    subjects: Sequence[int] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Raw attribution maps of every held-out subject, by the fold model that did not see it.
 
     Subjects are grouped by fold and explained in batches by their fold's
-    model. A subject whose predicted class is the patient class gets one map
-    for both targets (computed once).
+    model, on its ``n_threads`` PyTorch threads (see
+    :func:`rsxai.cnn_training.torch_threads`). A subject whose predicted class
+    is the patient class gets one map for both targets (computed once).
 
     Parameters
     ----------
@@ -167,6 +171,10 @@ def explain_subjects(
     settings : AttributionSettings, optional
     seed : int, default=0
         SmoothGrad noise (see :func:`subject_seeds`).
+    subjects : sequence of int, optional
+        Each row's position in the cohort, which with ``seed`` fixes its
+        SmoothGrad noise; None: ``0 .. n_subjects - 1``. Give it when
+        explaining part of a cohort to get the maps of the whole-cohort call.
 
     Returns
     -------
@@ -181,33 +189,46 @@ def explain_subjects(
         raise ValueError(f"methods must be among {METHODS}; got {unknown}.")
     predicted, _ = heldout_predictions(fold_models, maps, fold_of)
     labels = target_labels(targets, predicted, positive_label)
-    seeds = subject_seeds(seed, range(len(maps)))
-    result = {m: {t: np.zeros(maps.shape, dtype=np.float32) for t in targets} for m in methods}
-    for fold, subjects in subjects_by_fold(fold_of):
-        model = fold_models[fold]
-        mask = np.asarray(model.mask, dtype=bool)
-        volumes = model.to_volumes(maps[subjects])
-        classes = {t: class_indices(model, labels[t][subjects]) for t in targets}
-        # Unique (subject, class) pairs: the predicted and the patient class often coincide.
-        pairs = np.unique(
-            np.concatenate(
-                [np.stack([np.arange(len(subjects)), c], axis=1) for c in classes.values()]
-            ),
-            axis=0,
+    seeds = subject_seeds(seed, range(len(maps)) if subjects is None else subjects)
+    if len(seeds) != len(maps):
+        raise ValueError(
+            f"subjects must give one position per row of maps ({len(maps)}); got {len(seeds)}."
         )
-        for method in methods:
-            relevance = settings.attribute(
-                model.model_,
-                volumes[pairs[:, 0]],
-                method,
-                pairs[:, 1],
-                seeds[subjects][pairs[:, 0]],
-            )
-            masked = volumes_to_maps(relevance, mask)
-            for target, indices in classes.items():
-                rows = [_pair_row(pairs, i, k) for i, k in enumerate(indices)]
-                result[method][target][subjects] = masked[rows]
+    result = {m: {t: np.zeros(maps.shape, dtype=np.float32) for t in targets} for m in methods}
+    for fold, members in subjects_by_fold(fold_of):
+        model = fold_models[fold]
+        with torch_threads(getattr(model, "n_threads", None)):
+            _explain_fold(model, maps[members], members, labels, seeds, methods, settings, result)
     return result
+
+
+def _explain_fold(
+    model: CNNClassifier,
+    maps: np.ndarray,
+    members: np.ndarray,
+    labels: Mapping[str, np.ndarray],
+    seeds: np.ndarray,
+    methods: Sequence[str],
+    settings: AttributionSettings,
+    result: dict,
+) -> None:
+    """Fill ``result[method][target][members]`` with one fold model's maps of its subjects."""
+    mask = np.asarray(model.mask, dtype=bool)
+    volumes = model.to_volumes(maps)
+    classes = {t: class_indices(model, label[members]) for t, label in labels.items()}
+    # Unique (subject, class) pairs: the predicted and the patient class often coincide.
+    pairs = np.unique(
+        np.concatenate([np.stack([np.arange(len(members)), c], axis=1) for c in classes.values()]),
+        axis=0,
+    )
+    for method in methods:
+        relevance = settings.attribute(
+            model.model_, volumes[pairs[:, 0]], method, pairs[:, 1], seeds[members][pairs[:, 0]]
+        )
+        masked = volumes_to_maps(relevance, mask)
+        for target, indices in classes.items():
+            rows = [_pair_row(pairs, i, k) for i, k in enumerate(indices)]
+            result[method][target][members] = masked[rows]
 
 
 def box_volumes(maps: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from rsxai.cnn_classifier import CNNClassifier, crop_box
+from rsxai.cnn_training import torch_threads
 from rsxai.explain import (
     AttributionSettings,
     box_volumes,
@@ -36,8 +37,9 @@ from rsxai.sanity_checks import (
 def randomisation_checks(
     fold_model: CNNClassifier,
     test_maps: np.ndarray,
-    trained_maps: Mapping[str, np.ndarray],
+    methods: Sequence[str],
     *,
+    trained_maps: Mapping[str, np.ndarray] | None = None,
     label,
     subjects: Sequence[int],
     settings: AttributionSettings | None = None,
@@ -58,9 +60,12 @@ def randomisation_checks(
         A fitted fold model (not modified: the cascade works on a copy).
     test_maps : ndarray of shape (n, n_voxels)
         Held-out maps of some of the fold's test subjects.
-    trained_maps : mapping of str to ndarray of shape (n, n_voxels)
+    methods : sequence of str
+        Methods checked (of :data:`rsxai.attribution.METHODS`).
+    trained_maps : mapping of str to ndarray of shape (n, n_voxels), optional
         Each method's raw maps of those subjects by ``fold_model`` for
-        ``label`` (from :func:`explain_subjects`); its keys are the methods checked.
+        ``label``, if already computed (:func:`explain_subjects`); else
+        computed here.
     label
         Class explained (one of ``fold_model.classes_``).
     subjects : sequence of int
@@ -88,8 +93,6 @@ def randomisation_checks(
         on the intermediate steps of the cascade).
     """
     settings = settings or AttributionSettings()
-    mask = np.asarray(fold_model.mask, dtype=bool)
-    box_mask = mask[crop_box(mask)]
     volumes = fold_model.to_volumes(test_maps)
     classes = class_indices(fold_model, np.full(len(test_maps), label))
     seeds = subject_seeds(seed, subjects)
@@ -101,13 +104,28 @@ def randomisation_checks(
             )
         order = np.random.default_rng([int(seed), 1]).permutation(len(train_labels))
         shuffled = clone(estimator).fit(train_maps, np.asarray(train_labels)[order])
+    with torch_threads(getattr(fold_model, "n_threads", None)):
+        return _randomisation_rows(
+            fold_model, volumes, classes, seeds, methods, trained_maps, settings, seed, shuffled
+        )
+
+
+def _randomisation_rows(
+    fold_model, volumes, classes, seeds, methods, trained_maps, settings, seed, shuffled
+) -> pd.DataFrame:
+    """The rows of :func:`randomisation_checks`."""
+    mask = np.asarray(fold_model.mask, dtype=bool)
+    box_mask = mask[crop_box(mask)]
     rows = []
-    for method, maps in trained_maps.items():
+    for method in methods:
 
         def explain(model, inputs, method=method):
             return settings.attribute(model, inputs, method, classes, seeds)
 
-        original = box_volumes(maps, mask)
+        if trained_maps is not None:
+            original = box_volumes(trained_maps[method], mask)
+        else:
+            original = explain(fold_model.model_, volumes)
         steps = cascading_randomisation(
             fold_model.model_, volumes, explain, seed=seed, mask=box_mask, original_maps=original
         )
@@ -133,7 +151,7 @@ def randomisation_checks(
                     "method": method,
                     "check": "label",
                     "step": 0,
-                    "layer": "all (retrained on shuffled labels)",
+                    "layer": "all (shuffled labels)",
                     "spearman": similarity["spearman"],
                     "ssim": similarity["ssim"],
                     "verdict": sanity_verdict(similarity),
@@ -189,18 +207,21 @@ def faithfulness_curves(
         for method, by_target in relevance.items():
             sums: dict[str, np.ndarray] = {}
             fractions = None
-            for fold, subjects in subjects_by_fold(fold_of):
+            for fold, members in subjects_by_fold(fold_of):
                 model = fold_models[fold]
                 mask = np.asarray(model.mask, dtype=bool)
-                result = deletion_insertion(
-                    model.model_,
-                    model.to_volumes(maps[subjects]),
-                    box_volumes(by_target[target][subjects], mask),
-                    mask[crop_box(mask)],
-                    target=class_indices(model, target_label[subjects]),
-                    steps=steps,
-                    seed=seed,
-                )
+                with torch_threads(getattr(model, "n_threads", None)):
+                    result = deletion_insertion(
+                        model.model_,
+                        model.to_volumes(maps[members]),
+                        box_volumes(by_target[target][members], mask),
+                        mask[crop_box(mask)],
+                        target=class_indices(model, target_label[members]),
+                        steps=steps,
+                        # One stream per fold, the same for every method: the random
+                        # order of a subject does not depend on the method.
+                        seed=int(np.random.SeedSequence([seed, fold]).generate_state(1)[0]),
+                    )
                 fractions = result["fractions"]
                 for name in ("deletion", "insertion", "deletion_random", "insertion_random"):
                     sums[name] = sums.get(name, 0) + result[name].sum(axis=0)
@@ -226,3 +247,129 @@ def faithfulness_curves(
                         )
             random_done = True
     return pd.DataFrame(rows)
+
+
+def first_fold_checks(
+    fold_models: Mapping[int, CNNClassifier],
+    maps: np.ndarray,
+    fold_of: np.ndarray,
+    y: np.ndarray,
+    methods: Sequence[str],
+    *,
+    trained_maps: Mapping[str, np.ndarray] | None = None,
+    label=1,
+    n_subjects: int = 4,
+    settings: AttributionSettings | None = None,
+    seed: int = 0,
+    estimator: CNNClassifier | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """:func:`randomisation_checks` on the first fold's model and its first held-out subjects.
+
+    The sanity checks are costly (the cascade explains again after each
+    layer; label randomisation trains a CNN), so they run on one fold: its
+    model, its first ``n_subjects`` held-out subjects (cohort order) and, for
+    label randomisation, its training subjects (every other fold).
+
+    Parameters
+    ----------
+    fold_models, maps, fold_of
+        As :func:`rsxai.explain.explain_subjects`.
+    y : ndarray of shape (n_subjects,)
+        True labels (for the training set of label randomisation).
+    methods : sequence of str
+    trained_maps : mapping of str to ndarray of shape (n_subjects, n_voxels), optional
+        Each method's maps of every subject for ``label``, if computed.
+    label, settings, seed, estimator
+        As :func:`randomisation_checks`.
+    n_subjects : int, default=4
+
+    Returns
+    -------
+    table : DataFrame
+        As :func:`randomisation_checks`.
+    checked : dict
+        ``fold``, ``subjects`` (positions), ``label_randomisation`` (bool).
+    """
+    fold_of = check_folds(fold_models, maps, fold_of)
+    fold = int(min(fold_of))
+    subjects = np.flatnonzero(fold_of == fold)[:n_subjects]
+    training = fold_of != fold
+    table = randomisation_checks(
+        fold_models[fold],
+        maps[subjects],
+        methods,
+        trained_maps=None
+        if trained_maps is None
+        else {m: trained_maps[m][subjects] for m in methods},
+        label=label,
+        subjects=subjects,
+        settings=settings,
+        seed=seed,
+        estimator=estimator,
+        train_maps=maps[training],
+        train_labels=np.asarray(y)[training],
+    )
+    checked = {
+        "fold": fold,
+        "subjects": subjects.tolist(),
+        "label": label,
+        "label_randomisation": estimator is not None,
+    }
+    return table, checked
+
+
+def sampled_faithfulness(
+    fold_models: Mapping[int, CNNClassifier],
+    maps: np.ndarray,
+    fold_of: np.ndarray,
+    relevance: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    *,
+    target: str = "predicted",
+    n_subjects: int = 12,
+    steps: int = 10,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict]:
+    """:func:`faithfulness_curves` of one target on a seeded random sample of subjects.
+
+    Parameters
+    ----------
+    fold_models, maps, fold_of
+        As :func:`rsxai.explain.explain_subjects`.
+    relevance : mapping of str to ndarray of shape (n_subjects, n_voxels)
+        Each method's maps of every subject for ``target``.
+    labels : ndarray of shape (n_subjects,)
+        The class explained for each subject.
+    target : str, default="predicted"
+        The target's name in the table.
+    n_subjects : int, default=12
+        Subjects drawn (all when fewer).
+    steps, seed
+        As :func:`faithfulness_curves`; ``seed`` also draws the subjects.
+
+    Returns
+    -------
+    curves : DataFrame
+        As :func:`faithfulness_curves`.
+    measured : dict
+        ``target``, ``subjects`` (positions), ``steps``, ``removed_value``.
+    """
+    n = len(maps)
+    rng = np.random.default_rng([int(seed), 2])
+    chosen = np.sort(rng.choice(n, min(int(n_subjects), n), replace=False))
+    curves = faithfulness_curves(
+        fold_models,
+        maps[chosen],
+        np.asarray(fold_of)[chosen],
+        {method: {target: values[chosen]} for method, values in relevance.items()},
+        {target: np.asarray(labels)[chosen]},
+        steps=steps,
+        seed=seed,
+    )
+    measured = {
+        "target": target,
+        "subjects": chosen.tolist(),
+        "steps": steps,
+        "removed_value": "0 (the mean of each standardised input map)",
+    }
+    return curves, measured

@@ -1,21 +1,15 @@
-"""The explain stage of ``rsxai run`` (and ``rsxai explain``): maps, group maps and their checks.
+"""The explain stage of ``rsxai run`` (and ``rsxai explain``): maps, group maps and checks.
 
 For each network with a cross-validated CNN, reads the classify stage's
 outputs (held-out maps, predictions, fold weights of the first repeat) and
-writes, under ``explanations/network-<name>/``:
-
-- every held-out subject's raw attribution map per method and target (4D NIfTI,
-  subjects in the order of ``desc-subjects_order.tsv``);
-- group maps per method and target: the mean normalised relevance over the
-  correctly classified subjects (``meancorrect``) and over all (``meanall``),
-  and the voxelwise one-sample t of relevance (``tstat``,
-  :func:`rsxai.explanation_metrics.group_maps`), with a table of top regions;
-- the agreement of each group map with the group statistics (Spearman with
-  |t|, Dice of the top voxels with the FWE-significant ones);
-- the randomisation sanity checks, deletion and insertion curves and, on
-  simulated data, localisation of the planted effect.
-
-Everything is recorded in ``summary.json`` under ``explanations``.
+writes under ``explanations/network-<name>/``: every held-out subject's raw
+map per method and target (4D NIfTI, subjects as in
+``desc-subjects_order.tsv``); group maps (``meancorrect``, ``meanall``,
+``tstat``; :mod:`rsxai.explain_group`) with their top regions; their
+agreement with the group statistics; the randomisation sanity checks and
+deletion / insertion curves (:mod:`rsxai.explain_checks`); on simulated data,
+the localisation of the planted effect. All of it is summarised in
+``summary.json`` under ``explanations``.
 """
 
 from __future__ import annotations
@@ -30,34 +24,35 @@ import numpy as np
 import pandas as pd
 
 from rsxai.exceptions import InputError
-from rsxai.explain import METHOD_LABELS, AttributionSettings, explain_subjects
-from rsxai.explain_checks import faithfulness_curves, randomisation_checks
+from rsxai.explain import (
+    METHOD_LABELS,
+    AttributionSettings,
+    explain_subjects,
+    heldout_predictions,
+)
+from rsxai.explain_checks import first_fold_checks, sampled_faithfulness
+from rsxai.explain_group import group_results
 from rsxai.explain_inputs import (
     EXPLAINED_REPEAT,
-    HeldOutData,
     effect_regions,
     explained_networks,
     find_ground_truth,
     load_heldout,
     statistics_maps,
 )
-from rsxai.explanation_metrics import agreement, group_maps, localisation
+from rsxai.explanation_metrics import GROUP_MAP_NAMES
 from rsxai.grid import Grid
 from rsxai.outputs import Summary, output_path, write_nifti, write_tsv
 
 if TYPE_CHECKING:
+    from rsxai.cnn_classifier import CNNClassifier
     from rsxai.config import Config
     from rsxai.pipeline import RunContext
 
 logger = logging.getLogger("rsxai")
 
-#: Group maps compared with the statistics and the planted effects.
-COMPARED_MAPS = ("meancorrect", "meanall")
-#: The pointing game counts a peak within this many voxels of the region (Zhang
-#: et al. 2018 allow 15 pixels in 2D images).
-POINTING_TOLERANCE = 1.0
-#: Rows of each top-regions table.
-N_TOP_REGIONS = 10
+#: The patient class of the classify stage's labels (``Cohort.y``: 1 for the positive group).
+PATIENT = 1
 NORMALISATION = (
     "group maps: each subject's |relevance| divided by its sum over the brain mask (each "
     "voxel holds its share of the subject's relevance), then averaged (meancorrect, meanall) "
@@ -148,9 +143,25 @@ def explain_output_folder(
         entry["networks"][network] = network_entry
         entry["flagged_methods"][network] = network_entry["flagged_methods"]
         written += files
+    _remove_stale(out_dir, written)
     entry["seconds"] = round(time.perf_counter() - started, 1)
     summary.update("explanations", entry)
     return written
+
+
+def _remove_stale(out_dir: Path, written: list[Path]) -> None:
+    """Delete explanation files an earlier run wrote and this one did not (other methods...).
+
+    Done after every new file is in place, so that an interrupted run loses nothing; the
+    report finds outputs by name and would otherwise show results of another configuration.
+    """
+    root = output_path(out_dir, "xai_agreement", network="x").parent.parent
+    kept = {Path(path).resolve() for path in written}
+    stale = [p for p in root.rglob("*") if p.is_file() and p.resolve() not in kept]
+    for path in stale:
+        path.unlink()
+    if stale:
+        logger.info("explain: removed %d output(s) of an earlier run.", len(stale))
 
 
 def explain_network(
@@ -166,6 +177,10 @@ def explain_network(
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     data = load_heldout(out_dir, network, grid, device=config.run.device)
+    # The CNN as the classify stage builds it: its settings (threads, training) apply here.
+    estimator = _run_cnn(config, grid, data.y_true)
+    for model in data.fold_models.values():
+        model.set_params(n_threads=estimator.n_threads if estimator is not None else None)
     settings = AttributionSettings(
         smoothgrad_samples=options.smoothgrad_samples,
         smoothgrad_noise=options.smoothgrad_noise,
@@ -173,13 +188,15 @@ def explain_network(
         target_layer=options.target_layer,
     )
     first_model = data.fold_models[min(data.fold_models)]
-    predicted = np.empty(len(data.maps), dtype=int)
-    probability = np.empty(len(data.maps))
-    for fold, model in data.fold_models.items():
-        rows = data.fold_of == fold
-        proba = model.predict_proba(data.maps[rows])
-        predicted[rows] = model.classes_[proba.argmax(axis=1)]
-        probability[rows] = proba[:, list(model.classes_).index(1)]
+    layers = dict(first_model.model_.named_modules())
+    if options.target_layer is not None and options.target_layer not in layers:
+        candidates = getattr(first_model.model_, "explanation_layers", None) or list(layers)[1:]
+        raise InputError(
+            f"--target-layer {options.target_layer!r} is not a layer of the {network} CNN; "
+            f"choose one of {', '.join(candidates)} (or leave it unset)."
+        )
+    predicted, probabilities = heldout_predictions(data.fold_models, data.maps, data.fold_of)
+    probability = probabilities[:, first_model.classes_.tolist().index(PATIENT)]
     correct = predicted == data.y_true
     relevance = explain_subjects(
         data.fold_models,
@@ -187,6 +204,7 @@ def explain_network(
         data.fold_of,
         methods=options.methods,
         targets=options.targets,
+        positive_label=PATIENT,
         settings=settings,
         seed=seed,
     )
@@ -225,49 +243,39 @@ def explain_network(
         methods_entry[label] = {"method": method, "sanity": {}, "targets": {}}
         for target in options.targets:
             maps = relevance[method][target]
-            fields = {"network": network, "method": label, "target": target}
-            outputs = {
-                "subjects": write_nifti(
-                    output_path(out_dir, "xai_subjects", **fields), grid.to_img(maps)
-                )
-            }
-            group = group_maps(maps, correct)
-            for desc in ("meancorrect", "meanall", "tstat"):
-                if np.isfinite(group[desc]).any():
-                    image = grid.to_img(np.nan_to_num(group[desc], nan=0.0))
-                    outputs[desc] = write_nifti(
-                        output_path(out_dir, "xai_group", desc=desc, **fields), image
-                    )
-            shown = "meancorrect" if group["n_correct"] else "meanall"
-            outputs["regions"] = write_tsv(
-                output_path(out_dir, "xai_regions", **fields), _regions(group[shown], grid, shown)
+            key = {"method": label, "target": target}
+            fields = {"network": network, **key}
+            results = group_results(
+                maps,
+                correct,
+                grid,
+                abs_t=None if statistics is None else statistics["abs_t"],
+                significant=None if statistics is None else statistics["significant"],
+                effect_region=effect_region,
+                top_fraction=options.top_fraction,
             )
+            group = results["group"]
+            outputs = {
+                "subjects": output_path(out_dir, "xai_subjects", **fields),
+                "regions": output_path(out_dir, "xai_regions", **fields),
+            }
+            write_nifti(outputs["subjects"], grid.to_img(maps))
+            write_tsv(outputs["regions"], results["regions"])
+            for desc in GROUP_MAP_NAMES:
+                if np.isfinite(group[desc]).any():
+                    outputs[desc] = output_path(out_dir, "xai_group", desc=desc, **fields)
+                    write_nifti(outputs[desc], grid.to_img(np.nan_to_num(group[desc], nan=0.0)))
             written += outputs.values()
-            target_entry = {
+            tables["agreement"] += [key | row for row in results["agreement"]]
+            tables["localisation"] += [key | row for row in results["localisation"]]
+            methods_entry[label]["targets"][target] = {
                 "n_correct": group["n_correct"],
                 "n_empty": group["n_empty"],
-                "outputs": {k: str(p.relative_to(out_dir)) for k, p in outputs.items()},
-                "agreement": None,
-                "localisation": None,
+                "outputs": {k: str(path.relative_to(out_dir)) for k, path in outputs.items()},
+                "agreement": results["agreement"][0] if results["agreement"] else None,
+                "localisation": results["localisation_summary"],
                 "faithfulness": None,
             }
-            key = {"method": label, "target": target}
-            for desc in COMPARED_MAPS if statistics is not None else ():
-                result = agreement(
-                    group[desc],
-                    statistics["abs_t"],
-                    statistics["significant"],
-                    top_fraction=options.top_fraction,
-                )
-                result["spearman"] = result.pop("spearman_r")
-                tables["agreement"].append(key | {"map": desc} | result)
-                if desc == COMPARED_MAPS[0]:
-                    target_entry["agreement"] = tables["agreement"][-1]
-            if effect_region is not None:
-                located = _localisation_rows(maps, group, effect_region, grid, key)
-                tables["localisation"] += located
-                target_entry["localisation"] = _localisation_summary(located)
-            methods_entry[label]["targets"][target] = target_entry
     seconds["group_maps"] = time.perf_counter() - clock
 
     for name, rows in tables.items():
@@ -276,9 +284,28 @@ def explain_network(
                 write_tsv(output_path(out_dir, f"xai_{name}", network=network), pd.DataFrame(rows))
             )
 
+    checked: dict[str, dict | None] = {"sanity_checks": None, "faithfulness": None}
     if options.sanity_checks:
         clock = time.perf_counter()
-        sanity = _sanity(data, relevance, config, grid, settings)
+        trained = None
+        if "patient" in options.targets:
+            trained = {m: relevance[m]["patient"] for m in options.methods}
+        sanity, checked["sanity_checks"] = first_fold_checks(
+            data.fold_models,
+            data.maps,
+            data.fold_of,
+            data.y_true,
+            options.methods,
+            trained_maps=trained,
+            label=PATIENT,
+            n_subjects=options.n_sanity_subjects,
+            settings=settings,
+            seed=seed,
+            estimator=estimator,
+        )
+        checked["sanity_checks"]["subjects"] = [
+            data.participant_id[i] for i in checked["sanity_checks"]["subjects"]
+        ]
         sanity["method"] = sanity["method"].map(METHOD_LABELS)
         written.append(write_tsv(output_path(out_dir, "xai_sanity", network=network), sanity))
         for row in sanity[sanity["verdict"] != ""].itertuples():
@@ -292,7 +319,21 @@ def explain_network(
 
     if options.n_faithfulness_subjects > 0:
         clock = time.perf_counter()
-        curves = _faithfulness(data, relevance, predicted, options, seed)
+        target = "predicted" if "predicted" in options.targets else options.targets[0]
+        curves, checked["faithfulness"] = sampled_faithfulness(
+            data.fold_models,
+            data.maps,
+            data.fold_of,
+            {METHOD_LABELS[m]: relevance[m][target] for m in options.methods},
+            predicted if target == "predicted" else np.full(len(predicted), PATIENT),
+            target=target,
+            n_subjects=options.n_faithfulness_subjects,
+            steps=options.faithfulness_steps,
+            seed=seed,
+        )
+        checked["faithfulness"]["subjects"] = [
+            data.participant_id[i] for i in checked["faithfulness"]["subjects"]
+        ]
         written.append(
             write_tsv(output_path(out_dir, "xai_faithfulness", network=network), curves)
         )
@@ -313,9 +354,10 @@ def explain_network(
         if any(check["verdict"] == "fail" for check in method_entry["sanity"].values())
     )
     if flagged:
-        logger.warning(
+        # A finding about the methods, not a fault of the run: INFO, flagged in the report.
+        logger.info(
             "explain: %s: %s failed a randomisation sanity check: their maps barely change when "
-            "what the model learned is destroyed; do not read them as explanations of the model.",
+            "what the model learned is destroyed; they do not explain the model.",
             network,
             ", ".join(flagged),
         )
@@ -340,6 +382,7 @@ def explain_network(
         },
         "methods": methods_entry,
         "flagged_methods": flagged,
+        **checked,
         "tables": {
             name: str(output_path(out_dir, f"xai_{name}", network=network).relative_to(out_dir))
             for name in ("subjects_order", "agreement", "localisation", "sanity", "faithfulness")
@@ -357,123 +400,11 @@ def _folder_config(out_dir: Path) -> Config:
     return resolve_config(load_config_file(path) if path.exists() else None)
 
 
-def _regions(values: np.ndarray, grid: Grid, desc: str) -> pd.DataFrame:
-    """Top atlas regions of a group map, in units of the even share (1 = uniform relevance)."""
-    from rsxai.clusters import top_regions
-
-    if not np.isfinite(values).all():
-        return pd.DataFrame(columns=["rank", "region", "n_voxels"])
-    table = top_regions(values * grid.n_voxels, grid, n=N_TOP_REGIONS)
-    table = table.rename(columns={"mean": "mean_relative", "max": "max_relative"})
-    table["relevance_share"] = table.pop("sum") / grid.n_voxels
-    table["volume_share"] = table["n_voxels"] / grid.n_voxels
-    table["map"] = desc
-    return table
-
-
-def _localisation_rows(
-    maps: np.ndarray, group: dict, region: np.ndarray, grid: Grid, row: dict
-) -> list[dict]:
-    """Relevance mass and pointing game: per subject (means) and of the group maps."""
-    ijk = np.argwhere(grid.mask)
-    rows = []
-    levels = [("subjects", maps)] + [
-        (f"group {desc}", group[desc][None])
-        for desc in COMPARED_MAPS
-        if np.isfinite(group[desc]).all()
-    ]
-    for level, values in levels:
-        result = localisation(values, region, voxel_ijk=ijk, tolerance=POINTING_TOLERANCE)
-        rows.append(
-            {
-                "method": row["method"],
-                "target": row["target"],
-                "level": level,
-                "mass_inside": result["mean_mass_inside"],
-                "region_share": result["region_share"],
-                "mass_ratio": result["mean_mass_ratio"],
-                "pointing_game": result["pointing_hit_rate"],
-                "pointing_chance": result["pointing_chance"],
-                "n_maps": result["n_maps"] - result["n_empty"],
-            }
-        )
-    return rows
-
-
-def _localisation_summary(rows: list[dict]) -> dict:
-    """Group mass ratio (meanall map) and per-subject pointing game of one method and target."""
-    levels = {row["level"]: row for row in rows}
-    subjects, group = levels["subjects"], levels.get("group meanall", {})
-    return {
-        "mass_ratio": group.get("mass_ratio"),
-        "mass_ratio_subjects": subjects["mass_ratio"],
-        "pointing_game": subjects["pointing_game"],
-        "pointing_game_group": group.get("pointing_game"),
-        "pointing_chance": subjects["pointing_chance"],
-        "region_share": subjects["region_share"],
-    }
-
-
-def _sanity(
-    data: HeldOutData, relevance: dict, config: Config, grid: Grid, settings
-) -> pd.DataFrame:
-    """Both randomisation checks on the first fold's model and held-out subjects."""
+def _run_cnn(config: Config, grid: Grid, y: np.ndarray) -> CNNClassifier | None:
+    """The unfitted CNN of the run's [classify] options (None when the CNN is not among them)."""
     from rsxai.classify_stage import build_models
 
-    options, seed = config.explain, config.run.random_seed
-    fold = min(data.fold_models)
-    subjects = np.flatnonzero(data.fold_of == fold)[: options.n_sanity_subjects]
-    model = data.fold_models[fold]
-    if "patient" in options.targets:
-        trained = {m: relevance[m]["patient"][subjects] for m in options.methods}
-    else:
-        trained = {
-            m: maps["patient"]
-            for m, maps in explain_subjects(
-                {fold: model},
-                data.maps[subjects],
-                data.fold_of[subjects],
-                methods=options.methods,
-                targets=("patient",),
-                settings=settings,
-                seed=seed,
-            ).items()
-        }
     # build_models reads the configuration and the labels (for the baselines' inner
     # folds) only: a namespace with both stands for the run context.
-    context = SimpleNamespace(config=config, cohort=SimpleNamespace(y=data.y_true))
-    estimator = build_models(context, grid.mask).get("cnn")
-    training = data.fold_of != fold
-    return randomisation_checks(
-        model,
-        data.maps[subjects],
-        trained,
-        label=1,
-        subjects=subjects,
-        settings=settings,
-        seed=seed,
-        estimator=estimator,
-        train_maps=data.maps[training] if estimator is not None else None,
-        train_labels=data.y_true[training] if estimator is not None else None,
-    )
-
-
-def _faithfulness(data: HeldOutData, relevance: dict, predicted, options, seed) -> pd.DataFrame:
-    """Deletion and insertion curves for the predicted class on a seeded subset of subjects."""
-    n = len(data.maps)
-    chosen = np.sort(
-        np.random.default_rng([int(seed), 2]).choice(
-            n, min(options.n_faithfulness_subjects, n), replace=False
-        )
-    )
-    target = "predicted" if "predicted" in options.targets else options.targets[0]
-    labels = predicted[chosen] if target == "predicted" else np.ones(len(chosen), dtype=int)
-    return faithfulness_curves(
-        data.fold_models,
-        data.maps[chosen],
-        data.fold_of[chosen],
-        {METHOD_LABELS[m]: {target: relevance[m][target][chosen]} for m in options.methods},
-        {target: labels},
-        steps=options.faithfulness_steps,
-        seed=seed,
-    )
+    context = SimpleNamespace(config=config, cohort=SimpleNamespace(y=y))
+    return build_models(context, grid.mask).get("cnn")

@@ -58,6 +58,8 @@ def _relevance_figure(folder: ReportFolder, match: dict) -> str:
 
 
 def _verdict_cell(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""  # intermediate cascade steps carry no verdict
     text = escape(value)
     lowered = str(value).strip().lower()
     if lowered in PASSED:
@@ -190,9 +192,14 @@ def _network(folder: ReportFolder, network: str, matches: list[dict]) -> str:
     return "".join(parts)
 
 
+def group_relevance_maps(folder: ReportFolder) -> list[dict]:
+    """The group relevance maps found; the per-subject 4D stacks share their name pattern."""
+    return [match for match in folder.find("xai_group") if match["desc"] in DESCRIPTIONS]
+
+
 def explanations_section(folder: ReportFolder) -> str:
     """Per network and method: relevance maps, agreement, sanity checks, faithfulness, regions."""
-    found = folder.find("xai_group")
+    found = group_relevance_maps(folder)
     if not found:
         raise folder.not_run("explain", "explanation maps")
     by_network: dict[str, list[dict]] = {}

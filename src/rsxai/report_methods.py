@@ -260,7 +260,9 @@ def _classification(folder: ReportFolder, cite: Citations) -> str:
 
 
 def _explanations(folder: ReportFolder, cite: Citations) -> str:
-    found = folder.find("xai_group")
+    from rsxai.report_explanations import group_relevance_maps
+
+    found = group_relevance_maps(folder)
     if not found:
         return ""
     methods = sorted({match["method"] for match in found})
