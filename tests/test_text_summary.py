@@ -42,3 +42,29 @@ def test_summary_lines_follow_the_summary_file(tmp_path):
     assert "scope cohort (transductive)" in text
     assert "visual svm: accuracy 78.3% [66.0%, 88.0%], binomial p < 0.001" in text
     assert "permutation p 0.021" in text
+
+
+def test_explanation_lines_give_agreement_localisation_and_sanity(tmp_path):
+    summary = {
+        "explanations": {
+            "networks": {
+                "visual": {
+                    "methods": {
+                        "saliency": {
+                            "sanity": {"cascading": {"verdict": "pass"}, "label": {"verdict": ""}},
+                            "targets": {
+                                "patient": {
+                                    "agreement": {"spearman_r": 0.41, "dice": None},
+                                    "localisation": {"mass_ratio": 2.5},
+                                }
+                            },
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    line = text_summary(tmp_path)
+    assert line.startswith("Explanation visual saliency (patient): Spearman r with |t| 0.41")
+    assert "Dice n/a" in line and "2.5x its share" in line and line.endswith("sanity pass")

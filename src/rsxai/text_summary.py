@@ -62,15 +62,22 @@ def text_summary(out_dir: str | Path) -> str:
                     f"binomial p {_p(entry.get('binomial_p_value'))}, "
                     f"permutation p {_p(entry.get('permutation_p_value'))}"
                 )
-    for network, methods in summary.get("explanations", {}).get("networks", {}).items():
-        for method, targets in methods.items():
-            if not isinstance(targets, dict):
-                continue
-            for target, entry in targets.items():
-                agreement = entry.get("agreement", {}) if isinstance(entry, dict) else {}
+    for network, entry in summary.get("explanations", {}).get("networks", {}).items():
+        for label, method in entry.get("methods", {}).items():
+            checks = method.get("sanity", {}).values()
+            verdicts = sorted({check.get("verdict") for check in checks if check.get("verdict")})
+            for target, result in method.get("targets", {}).items():
+                agreement = result.get("agreement") or {}
+                localisation = result.get("localisation") or {}
+                parts = [f"Explanation {network} {label} ({target}):"]
                 if "spearman_r" in agreement:
-                    lines.append(
-                        f"Explanation {network} {method} ({target}): Spearman r with |t| "
-                        f"{agreement['spearman_r']:.2f}, Dice {agreement.get('dice')}"
+                    parts.append(f"Spearman r with |t| {agreement['spearman_r']:.2f},")
+                    dice = agreement.get("dice")
+                    parts.append(f"Dice {'n/a' if dice is None else f'{dice:.2f}'},")
+                if localisation.get("mass_ratio") is not None:
+                    parts.append(
+                        f"relevance in planted effect {localisation['mass_ratio']:.1f}x its share,"
                     )
+                parts.append(f"sanity {'/'.join(v for v in verdicts if v) or 'n/a'}")
+                lines.append(" ".join(parts))
     return "\n".join(lines)
