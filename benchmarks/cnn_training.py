@@ -87,7 +87,8 @@ def measure(
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    from rsxai.cnn_classifier import CNNClassifier, maps_to_volumes
+    from rsxai.cnn_classifier import CNNClassifier
+    from rsxai.cnn_inputs import maps_to_volumes
     from rsxai.grid import mni_brain_mask
     from rsxai.models import count_parameters, flops_per_volume
 

@@ -16,6 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+import rsxai.baseline_solver as baseline_solver
 import rsxai.baselines as baselines
 from rsxai.baselines import LinearBaseline, permutation_scores, within_fold_permutations
 
@@ -118,9 +119,9 @@ def test_inner_folds_shortcut_equals_stratified_kfold():
         base = np.where(np.arange(m) < n_positive, 1.0, -1.0)
         labels = np.stack([rng.permutation(base) for _ in range(40)])
         with mock.patch.object(
-            baselines, "_stratified_test_folds", wraps=baselines._stratified_test_folds
+            baseline_solver, "_stratified_test_folds", wraps=baseline_solver._stratified_test_folds
         ) as splitter:
-            folds = baselines._inner_test_folds(labels, 5, 7)
+            folds = baseline_solver._inner_test_folds(labels, 5, 7)
         assert splitter.call_count == 3  # two canonical orders and the check, not 40
         for row, test_fold in zip(labels, folds, strict=True):
             splits = StratifiedKFold(5, shuffle=True, random_state=7).split(row, row)

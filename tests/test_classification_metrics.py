@@ -13,15 +13,14 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score, roc_auc_score
 
 from rsxai.classification_metrics import (
-    aggregate_repeats,
     binomial_test,
     chance_level,
     classification_metrics,
     delong_auc,
     ensemble_probability,
-    fold_metrics,
     permutation_p_value,
 )
+from rsxai.cv_summaries import aggregate_repeats, fold_metrics
 
 
 def _random_case(seed: int, n: int = 60, labels=(0, 1)):

@@ -1,4 +1,4 @@
-"""Tests for rsxai.cnn_classifier and rsxai.cnn_training on small planted problems."""
+"""Tests for rsxai.cnn_classifier, cnn_inputs, cnn_training and torch_runtime."""
 
 from __future__ import annotations
 
@@ -10,17 +10,13 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 
-from rsxai.cnn_classifier import CNNClassifier, crop_box, maps_to_volumes, volumes_to_maps
-from rsxai.cnn_training import (
-    augment_volumes,
-    deterministic_algorithms,
-    reproducible,
-    resolve_device,
-    train_cnn,
-)
+from rsxai.cnn_classifier import CNNClassifier
+from rsxai.cnn_inputs import crop_box, maps_to_volumes, volumes_to_maps
+from rsxai.cnn_training import augment_volumes, train_cnn
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
 from rsxai.models import build_model
+from rsxai.torch_runtime import deterministic_algorithms, reproducible, resolve_device
 
 SHAPE = (16, 20, 16)
 FAST = {"n_blocks": 2, "max_epochs": 30, "device": "cpu"}

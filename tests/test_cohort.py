@@ -21,7 +21,8 @@ from fmriprep_fixture import (
     write_mask,
     write_participants,
 )
-from rsxai.cohort import Cohort, Run, Subject
+from rsxai.cohort import Cohort
+from rsxai.cohort_subjects import Run, Subject
 from rsxai.exceptions import InputError
 
 

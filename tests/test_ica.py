@@ -14,7 +14,8 @@ from rsxai.dual_regression import dual_regression
 from rsxai.exceptions import InputError
 from rsxai.ica import GroupICA
 from rsxai.ica_stability import fastica_restarts, icasso_stability, symmetric_fastica
-from rsxai.migp import estimate_n_components, laplace_log_evidence, migp
+from rsxai.migp import migp
+from rsxai.pca_dimension import estimate_n_components, laplace_log_evidence
 
 N_SOURCES = 5
 

@@ -17,7 +17,8 @@ from fmriprep_fixture import (
     write_bold,
     write_mask,
 )
-from rsxai.cohort import Cohort, Subject
+from rsxai.cohort import Cohort
+from rsxai.cohort_subjects import Subject
 from rsxai.exceptions import InputError
 from rsxai.grid import MNI_FOV_MAX, MNI_FOV_MIN, mni_grid
 from rsxai.nifti_scan import header_tr, mni_placement, scan_image_data

@@ -13,7 +13,8 @@ from scipy import ndimage, stats
 from rsxai.exceptions import InputError
 from rsxai.glm_design import draw_permutations
 from rsxai.grid import Grid
-from rsxai.stats import fwe_p_values, permutation_glm
+from rsxai.max_statistic import fwe_p_values
+from rsxai.stats import permutation_glm
 from test_tfce import literal_tfce
 
 RESULT_MAPS = ("t", "tfce", "p_uncorrected", "p_fwe_t", "p_fwe_tfce")

@@ -54,7 +54,7 @@ def test_explanation_lines_give_agreement_localisation_and_sanity(tmp_path):
                             "sanity": {"cascading": {"verdict": "pass"}, "label": {"verdict": ""}},
                             "targets": {
                                 "patient": {
-                                    "agreement": {"spearman_r": 0.41, "dice": None},
+                                    "agreement": {"spearman": 0.41, "dice": None},
                                     "localisation": {"mass_ratio": 2.5},
                                 }
                             },

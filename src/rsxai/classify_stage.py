@@ -5,7 +5,9 @@ Reads the preprocessed data (fold scope) or the dual-regression stacks
 the linear baselines in the same folds, and writes per network and model the
 out-of-fold predictions, the metrics with intervals and p-values, per-fold
 results, the CNN's training curves and fold weights, and every subject's
-held-out input map (what the explanations start from).
+held-out input map (what the explanations start from). :func:`classify_maps`
+and :func:`write_classification` are shared with ``rsxai classify`` on a
+user's own stack (:mod:`rsxai.standalone`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rsxai.grid import Grid
 from rsxai.outputs import output_path, read_json, write_json, write_nifti, write_tsv
 
 if TYPE_CHECKING:
+    from rsxai.cohort import Cohort
     from rsxai.config import Config
     from rsxai.pipeline import RunContext
 
@@ -37,7 +40,17 @@ SCOPE_DESCRIPTIONS = {
         "cohort (TRANSDUCTIVE): group ICA and network labelling fitted once on all subjects, "
         "held-out subjects included, as in the original study; accuracies may be optimistic"
     ),
+    "external maps": (
+        "external maps (POSSIBLY TRANSDUCTIVE): the subject maps were made outside rsxai "
+        "(e.g. FSL dual_regression) and used as given in every fold; rsxai cannot know whether "
+        "the group maps they were regressed onto were estimated with the test subjects "
+        "included (a group ICA of the whole cohort makes this the cohort scope, and accuracies "
+        "may be optimistic)"
+    ),
 }
+
+#: Whether each scope lets held-out subjects shape the features (None: cannot be known).
+SCOPE_TRANSDUCTIVE = {"fold": False, "cohort": True, "external maps": None}
 
 
 class FixedMaps:
@@ -72,14 +85,12 @@ def _inner_folds(y: np.ndarray, scheme: str, n_splits: int) -> int:
     return int(max(2, min(5, smallest - held_out)))
 
 
-def _baseline(context: RunContext, kind: str):
+def _baseline(config: Config, y: np.ndarray, kind: str):
     from rsxai.baselines import LinearBaseline
 
-    options = context.config.classify
-    inner_cv = _inner_folds(context.cohort.y, options.cv_scheme, options.cv_folds)
-    return LinearBaseline(
-        kind=kind, inner_cv=inner_cv, random_state=context.config.run.random_seed
-    )
+    options = config.classify
+    inner_cv = _inner_folds(y, options.cv_scheme, options.cv_folds)
+    return LinearBaseline(kind=kind, inner_cv=inner_cv, random_state=config.run.random_seed)
 
 
 def cnn_estimator(config: Config, mask: np.ndarray):
@@ -108,12 +119,26 @@ def cnn_estimator(config: Config, mask: np.ndarray):
     )
 
 
-def build_models(context: RunContext, mask: np.ndarray) -> dict:
-    """The configured classifiers, unfitted, keyed by model name."""
+def configured_models(config: Config, y: np.ndarray, mask: np.ndarray) -> dict:
+    """The classifiers of the ``[classify]`` options, unfitted, keyed by model name.
+
+    Parameters
+    ----------
+    config : Config
+    y : ndarray of shape (n_subjects,)
+        The labels (the size of the smaller group sets the baselines' inner folds).
+    mask : ndarray of bool, shape (X, Y, Z)
+        The analysis mask (the CNN's input grid).
+    """
     return {
-        name: cnn_estimator(context.config, mask) if name == "cnn" else _baseline(context, name)
-        for name in context.config.classify.models
+        name: cnn_estimator(config, mask) if name == "cnn" else _baseline(config, y, name)
+        for name in config.classify.models
     }
+
+
+def build_models(context: RunContext, mask: np.ndarray) -> dict:
+    """The configured classifiers of a run, unfitted, keyed by model name."""
+    return configured_models(context.config, context.cohort.y, mask)
 
 
 def _stage_maps(context: RunContext, grid: Grid) -> FixedMaps:
@@ -139,51 +164,89 @@ def _fold_estimator(context: RunContext, grid: Grid):
     return estimator
 
 
+def _log_fold(split, network, model, seconds) -> None:
+    logger.info(
+        "classify: repeat %d fold %d %s %s in %.1f s",
+        split.repeat,
+        split.fold,
+        network,
+        model,
+        seconds,
+    )
+
+
+def classify_maps(
+    features, subjects, y: np.ndarray, labels, mask: np.ndarray, config: Config, *, cv_scope: str
+) -> CrossValidation:
+    """Cross-validate the configured models on the features of ``subjects``.
+
+    Shared by the pipeline's classify stage and ``rsxai classify`` on a user's stack.
+
+    Parameters
+    ----------
+    features : NetworkMaps or FixedMaps (unfitted)
+        The group feature step (see :func:`rsxai.classify.cross_validate`).
+    subjects : sequence
+        What ``features`` transforms, in the order of ``y``.
+    y : ndarray of shape (n_subjects,)
+    labels : sequence of str
+        Subject labels written to the predictions.
+    mask : ndarray of bool, shape (X, Y, Z)
+    config : Config
+        Its ``[classify]`` and ``[run]`` options are used.
+    cv_scope : {"fold", "cohort"}
+    """
+    options = config.classify
+    return cross_validate(
+        features,
+        subjects,
+        y,
+        configured_models(config, y, mask),
+        subject_labels=labels,
+        cv_scope=cv_scope,
+        scheme=options.cv_scheme,
+        n_splits=options.cv_folds,
+        n_repeats=options.cv_repeats,
+        random_state=config.run.random_seed,
+        keep_fold_maps=options.baseline_permutations > 0,
+        on_fold=_log_fold,
+    )
+
+
 def run_classify(context: RunContext) -> list[Path]:
     """Cross-validate every model on every selected network; write the results."""
     from rsxai.stage_runners import preprocessed_subjects
 
     options = context.config.classify
     grid, loaders = preprocessed_subjects(context)
-    y = context.cohort.y
     labels = [s.label for s in context.cohort.subjects]
     if options.cv_scope == "fold":
         features, subjects = _fold_estimator(context, grid), loaders
     else:
         features, subjects = _stage_maps(context, grid), list(range(len(labels)))
-
-    def progress(split, network, model, seconds):
-        logger.info(
-            "classify: repeat %d fold %d %s %s in %.1f s",
-            split.repeat,
-            split.fold,
-            network,
-            model,
-            seconds,
-        )
-
-    result = cross_validate(
+    result = classify_maps(
         features,
         subjects,
-        y,
-        build_models(context, grid.mask),
-        subject_labels=labels,
+        context.cohort.y,
+        labels,
+        grid.mask,
+        context.config,
         cv_scope=options.cv_scope,
-        scheme=options.cv_scheme,
-        n_splits=options.cv_folds,
-        n_repeats=options.cv_repeats,
-        random_state=context.config.run.random_seed,
-        keep_fold_maps=options.baseline_permutations > 0,
-        on_fold=progress,
     )
-    return write_classification(context, grid, result)
+    written, entry = write_classification(
+        context.out_dir, context.config, context.cohort, grid, result
+    )
+    context.summary.update("classification", entry)
+    return written
 
 
-def _significance(context: RunContext, result: CrossValidation, network: str, model: str):
+def _significance(
+    config: Config, y: np.ndarray, result: CrossValidation, network: str, model: str
+):
     """Permutation null of a linear baseline's whole CV (first repeat), or None."""
     from rsxai.baselines import permutation_scores
 
-    n_permutations = context.config.classify.baseline_permutations
+    n_permutations = config.classify.baseline_permutations
     if model not in ("svm", "logistic") or n_permutations == 0 or network == "ensemble":
         return None
     splits = [s for s in result.splits if s.repeat == 0]
@@ -196,40 +259,67 @@ def _significance(context: RunContext, result: CrossValidation, network: str, mo
         folds.append((split.train, split.test))
         fold_X.append(maps[:, j])
     return permutation_scores(
-        _baseline(context, model),
+        _baseline(config, y, model),
         fold_X,
-        context.cohort.y,
+        y,
         folds,
         n_permutations=n_permutations,
-        seed=context.config.run.random_seed,
-        n_jobs=context.config.run.n_jobs,
+        seed=config.run.random_seed,
+        n_jobs=config.run.n_jobs,
     )
 
 
-def write_classification(context: RunContext, grid: Grid, result: CrossValidation) -> list[Path]:
-    """Write predictions, metrics, folds, nulls, curves, weights and held-out maps."""
-    from rsxai.classification_metrics import aggregate_repeats, fold_metrics
+def write_classification(
+    out_dir: Path,
+    config: Config,
+    cohort: Cohort,
+    grid: Grid,
+    result: CrossValidation,
+    *,
+    cv_scope: str | None = None,
+) -> tuple[list[Path], dict]:
+    """Write predictions, metrics, folds, nulls, curves, weights and held-out maps.
 
-    out_dir, options = context.out_dir, context.config.classify
+    Parameters
+    ----------
+    out_dir : Path
+    config : Config
+        Its ``[classify]`` and ``[run]`` options are used.
+    cohort : Cohort
+        The subjects, in the order of the cross-validation (labels, groups, ``y``).
+    grid : Grid
+    result : CrossValidation
+    cv_scope : str, optional
+        A key of :data:`SCOPE_DESCRIPTIONS` reported with every metric
+        (default: the ``cv_scope`` option).
+
+    Returns
+    -------
+    written : list of Path
+    entry : dict
+        The ``classification`` entry of ``summary.json``.
+    """
+    from rsxai.cv_summaries import aggregate_repeats, fold_metrics
+
+    options, y = config.classify, cohort.y
+    scope = cv_scope or options.cv_scope
     written: list[Path] = []
     summary: dict = {
         "cv": {
             "scheme": options.cv_scheme,
-            "n_splits": options.cv_folds
-            if options.cv_scheme == "kfold"
-            else len(context.cohort.y),
+            "n_splits": options.cv_folds if options.cv_scheme == "kfold" else len(y),
             "n_repeats": options.cv_repeats if options.cv_scheme == "kfold" else 1,
-            "cv_scope": options.cv_scope,
-            "transductive": options.cv_scope == "cohort",
-            "description": SCOPE_DESCRIPTIONS[options.cv_scope],
+            "cv_scope": scope,
+            "transductive": SCOPE_TRANSDUCTIVE[scope],
+            "description": SCOPE_DESCRIPTIONS[scope],
         },
         "feature_seconds": [round(s, 2) for s in result.feature_seconds],
         "networks": {},
     }
     order = pd.DataFrame(
         {
-            "participant_id": [f"sub-{s.label}" for s in context.cohort.subjects],
-            "group": context.cohort.groups,
+            "participant_id": [f"sub-{s.label}" for s in cohort.subjects],
+            "group": cohort.groups,
         }
     )
     for network, maps in result.heldout_maps.items():
@@ -250,7 +340,7 @@ def write_classification(context: RunContext, grid: Grid, result: CrossValidatio
             write_tsv(output_path(out_dir, "cls_folds", network=network, model=model), folds)
         )
         metrics = aggregate_repeats(table)
-        permutation = _significance(context, result, network, model)
+        permutation = _significance(config, y, result, network, model)
         entry = {
             "network": network,
             "model": model,
@@ -299,5 +389,4 @@ def write_classification(context: RunContext, grid: Grid, result: CrossValidatio
                 output_path(out_dir, "cls_weights", network=network, repeat=repeat, fold=fold)
             )
         )
-    context.summary.update("classification", summary)
-    return written
+    return written, summary

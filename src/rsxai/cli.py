@@ -86,6 +86,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="OUTPUT_DIR",
         help="Output folder; finished stages found there are reused.",
     )
+    _add_config_argument(parser)
+    _add_registry_options(parser)
+    _add_verbosity(parser)
+
+
+def _add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         type=Path,
@@ -93,11 +99,61 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="Configuration file; command-line flags override it. The resolved "
         "configuration is written to OUTPUT_DIR/rsxai.toml.",
     )
+
+
+def _add_registry_options(
+    parser: argparse.ArgumentParser, keys: Sequence[str] | None = None, titles=SECTION_TITLES
+) -> None:
+    """One argument group per section, with the registry options of ``keys`` (all: None)."""
     for section in SECTIONS:
-        group = parser.add_argument_group(SECTION_TITLES.get(section, section))
-        for option in OPTIONS:
-            if option.section == section and option.flag:
+        options = [
+            option
+            for option in OPTIONS
+            if option.section == section and option.flag and (keys is None or option.key in keys)
+        ]
+        if options:
+            group = parser.add_argument_group(titles.get(section, section))
+            for option in options:
                 _add_option(group, option)
+
+
+def _add_stack_arguments(parser: argparse.ArgumentParser, keys: Sequence[str]) -> None:
+    """Arguments of ``rsxai stats`` and ``rsxai classify`` on a user's stack of maps."""
+    from rsxai.standalone import DEFAULT_MASK_RULE
+
+    parser.add_argument(
+        "stack",
+        type=Path,
+        metavar="STACK",
+        help="4D NIfTI of subject maps, one volume per subject, in MNI space (any grid), "
+        "e.g. FSL dual_regression's dr_stage2_ic0003.nii.gz.",
+    )
+    parser.add_argument(
+        "subjects",
+        type=Path,
+        metavar="SUBJECTS",
+        help="TSV or CSV with one row per volume, in the stack's order: participant_id "
+        "(or subject), group, then any covariates (like participants.tsv).",
+    )
+    parser.add_argument(
+        "output_dir", type=Path, metavar="OUTPUT_DIR", help="Output folder (created)."
+    )
+    group = parser.add_argument_group("maps")
+    group.add_argument(
+        "--mask",
+        type=Path,
+        metavar="NIFTI",
+        help="3D mask on the stack's grid, e.g. dual_regression's mask.nii.gz "
+        f"(default: {DEFAULT_MASK_RULE}).",
+    )
+    group.add_argument(
+        "--network-name",
+        metavar="NAME",
+        help="Network name in the output file names, letters and digits (default: from the "
+        "stack's file name; dr_stage2_ic0003.nii.gz gives ic0003).",
+    )
+    _add_config_argument(parser)
+    _add_registry_options(parser, keys, {**SECTION_TITLES, "input": "subjects table"})
     _add_verbosity(parser)
 
 
@@ -195,6 +251,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_verbosity(demo)
 
+    from rsxai.standalone import CLASSIFY_OPTIONS, STATS_OPTIONS
+
+    stats = sub.add_parser(
+        "stats",
+        formatter_class=_Formatter,
+        help="Permutation statistics on your own 4D stack of subject maps.",
+        description="Test the group difference in a 4D stack of subject maps (e.g. FSL "
+        "dual_regression's dr_stage2_ic0003.nii.gz) with the permutation GLM and TFCE of "
+        "`rsxai run`, and write the same stats/ maps, cluster tables and summary.json entry "
+        "into OUTPUT_DIR. Every input problem is listed before any work.",
+    )
+    _add_stack_arguments(stats, STATS_OPTIONS)
+
+    classify = sub.add_parser(
+        "classify",
+        formatter_class=_Formatter,
+        help="Cross-validated classification of your own 4D stack of subject maps.",
+        description="Cross-validate the CNN and the linear baselines of `rsxai run` on a 4D "
+        "stack of subject maps and write the same classification/ outputs into OUTPUT_DIR. "
+        "The maps were made outside rsxai, so the scope is reported as 'external maps': rsxai "
+        "cannot know whether the group maps behind them saw the test subjects (a group ICA of "
+        "the whole cohort makes the accuracies transductive, possibly optimistic).",
+    )
+    _add_stack_arguments(classify, CLASSIFY_OPTIONS)
+
     report = sub.add_parser(
         "report",
         formatter_class=_Formatter,
@@ -276,6 +357,23 @@ def _run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     pipeline.run(
         args.input, args.output_dir, config, progress=not args.quiet, command=["rsxai", *argv]
     )
+    print(f"Results: {args.output_dir.resolve()}")
+    return 0
+
+
+def _stack_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from rsxai.standalone import run_stack_classify, run_stack_stats
+    from rsxai.text_summary import text_summary
+
+    file_values = load_config_file(args.config) if args.config else None
+    config = resolve_config(file_values, _overrides(args))
+    inputs = (args.stack, args.subjects, args.output_dir, config)
+    options = {"mask": args.mask, "network": args.network_name, "command": ["rsxai", *argv]}
+    if args.command == "stats":
+        run_stack_stats(*inputs, progress=not args.quiet, **options)
+    else:
+        run_stack_classify(*inputs, **options)
+    print(text_summary(args.output_dir))
     print(f"Results: {args.output_dir.resolve()}")
     return 0
 
@@ -402,6 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_command(args, argv)
         if args.command == "simulate":
             return _simulate_command(args)
+        if args.command in ("stats", "classify"):
+            return _stack_command(args, argv)
         if args.command == "explain":
             return _explain_command(args)
         if args.command == "report":

@@ -3,11 +3,14 @@
 :class:`CNNClassifier` takes masked maps (subjects x voxels, the shared array
 convention) and the brain mask they came from. It turns each map into a
 volume cropped to the mask's bounding box and z-scored within the mask
-(:func:`maps_to_volumes`), trains :mod:`rsxai.models`' network with
-:func:`rsxai.cnn_training.train_cnn`, and predicts like any scikit-learn
-classifier, so that ``cross_validate``, ``clone`` and permutation tests work
-on it unchanged. Each map is standardised with its own statistics only, so no
-information crosses from one subject to another (nor from test to training).
+(:func:`rsxai.cnn_inputs.maps_to_volumes`), trains :mod:`rsxai.models`'
+network with :func:`rsxai.cnn_training.train_cnn`, and predicts like any
+scikit-learn classifier, so that ``cross_validate``, ``clone`` and
+permutation tests work on it unchanged. Each map is standardised with its own
+statistics only, so no information crosses from one subject to another (nor
+from test to training). The map/volume conversion lives in
+:mod:`rsxai.cnn_inputs`; ``crop_box`` and ``volumes_to_maps`` stay
+importable from here for :mod:`rsxai.explain`.
 """
 
 from __future__ import annotations
@@ -24,20 +27,15 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import StratifiedShuffleSplit
 
 from rsxai._version import __version__
-from rsxai.cnn_training import (
-    TrainingHistory,
-    hyperparameter_problems,
-    reproducible,
-    resolve_device,
-    torch_threads,
-    train_cnn,
-)
+from rsxai.cnn_inputs import check_mask, crop_box, maps_to_volumes
+from rsxai.cnn_inputs import volumes_to_maps as volumes_to_maps  # re-exported: explain imports it
+from rsxai.cnn_training import TrainingHistory, hyperparameter_problems, train_cnn
 from rsxai.exceptions import InputError
-from rsxai.grid import Grid
 from rsxai.models import MODEL_NAMES, build_model
 from rsxai.outputs import atomic_path
+from rsxai.torch_runtime import reproducible, resolve_device, torch_threads
 
-__all__ = ["CNNClassifier", "crop_box", "maps_to_volumes", "volumes_to_maps"]
+__all__ = ["CNNClassifier"]
 
 # Inference batch: bounds memory at 2 mm (80 x 96 x 80 float32 is 2.5 MB a volume).
 _PREDICT_BATCH = 16
@@ -51,99 +49,6 @@ _TRAINING_PARAMS = (
     "noise_sd",
 )
 _ARCHITECTURE_PARAMS = ("architecture", "n_blocks", "width", "dropout", "stem_stride", "head")
-
-
-def _check_mask(mask) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.ndim != 3 or not (mask.dtype == bool or np.issubdtype(mask.dtype, np.number)):
-        raise InputError(f"mask must be a 3D boolean array; got shape {mask.shape}, {mask.dtype}.")
-    mask = mask != 0
-    if not mask.any():
-        raise InputError("mask is empty: no voxel is inside the brain.")
-    return mask
-
-
-def crop_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
-    """Slices of the smallest box holding every voxel of ``mask`` (3D bool)."""
-    return Grid(_check_mask(mask), np.eye(4)).bounding_box()
-
-
-def maps_to_volumes(X: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """CNN input volumes from masked maps: cropped to the mask's box, z-scored within the mask.
-
-    Each map is standardised with the mean and standard deviation of its
-    own in-mask voxels only (no statistic shared across subjects, so no
-    leakage between training and test subjects); voxels outside the mask are
-    zero.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_subjects, n_voxels)
-        One map per row, voxels in the order of ``mask``'s True entries
-        (C order, as :class:`rsxai.grid.Grid`).
-    mask : ndarray of bool, shape (X, Y, Z)
-
-    Returns
-    -------
-    volumes : ndarray of shape (n_subjects, 1, x, y, z), float32
-        ``(x, y, z)`` is the shape of :func:`crop_box` of the mask.
-    """
-    mask = _check_mask(mask)
-    X = np.asarray(X, dtype=np.float64)
-    n_voxels = int(mask.sum())
-    if X.ndim != 2 or X.shape[1] != n_voxels:
-        raise InputError(
-            f"X must have shape (n_subjects, {n_voxels}): one map per row over the mask's "
-            f"{n_voxels} voxels; got shape {X.shape}."
-        )
-    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-    if bad.size:
-        raise InputError(f"X rows {bad.tolist()} hold NaN or infinite values.")
-    sd = X.std(axis=1, keepdims=True)
-    flat = np.flatnonzero(sd[:, 0] == 0)
-    if flat.size:
-        raise InputError(
-            f"X rows {flat.tolist()} are constant over the mask: such a map carries no "
-            "pattern to classify (check those subjects' dual regression)."
-        )
-    box = crop_box(mask)
-    box_mask = mask[box]
-    volumes = np.zeros((X.shape[0], 1, *box_mask.shape), dtype=np.float32)
-    # The box is a contiguous block of the grid, so the C order of its
-    # in-mask voxels is the order of X's columns.
-    volumes[:, 0, box_mask] = (X - X.mean(axis=1, keepdims=True)) / sd
-    return volumes
-
-
-def volumes_to_maps(volumes: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Masked maps from cropped volumes: the in-mask voxels, in the mask's order.
-
-    The inverse placement of :func:`maps_to_volumes` (without undoing its
-    standardisation), for writing explanation maps back onto the full grid
-    with :meth:`rsxai.grid.Grid.to_img`.
-
-    Parameters
-    ----------
-    volumes : ndarray of shape (n, 1, x, y, z) or (n, x, y, z)
-        Volumes on the mask's bounding box.
-    mask : ndarray of bool, shape (X, Y, Z)
-
-    Returns
-    -------
-    maps : ndarray of shape (n, n_voxels)
-    """
-    mask = _check_mask(mask)
-    box_mask = mask[crop_box(mask)]
-    volumes = np.asarray(volumes)
-    if volumes.ndim == 5 and volumes.shape[1] == 1:
-        volumes = volumes[:, 0]
-    if volumes.ndim != 4 or volumes.shape[1:] != box_mask.shape:
-        raise InputError(
-            f"volumes must have shape (n, 1, {', '.join(map(str, box_mask.shape))}) or "
-            f"(n, {', '.join(map(str, box_mask.shape))}), the mask's bounding box; "
-            f"got {volumes.shape}."
-        )
-    return volumes[:, box_mask]
 
 
 def _mask_digest(mask: np.ndarray) -> str:
@@ -164,12 +69,12 @@ def _is_number(value) -> bool:
 class CNNClassifier(ClassifierMixin, BaseEstimator):
     """3D CNN classifier of masked subject maps (one resting-state network).
 
-    ``fit`` crops and standardises the maps (:func:`maps_to_volumes`),
-    splits off a stratified validation set from the training data it is
-    given (the test subjects of a cross-validation never reach it), builds
-    the network with seeded weights (:func:`rsxai.models.build_model`) and
-    trains it with early stopping on that validation set
-    (:func:`rsxai.cnn_training.train_cnn`).
+    ``fit`` crops and standardises the maps
+    (:func:`rsxai.cnn_inputs.maps_to_volumes`), splits off a stratified
+    validation set from the training data it is given (the test subjects of
+    a cross-validation never reach it), builds the network with seeded
+    weights (:func:`rsxai.models.build_model`) and trains it with early
+    stopping on that validation set (:func:`rsxai.cnn_training.train_cnn`).
 
     Parameters
     ----------
@@ -203,7 +108,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     n_threads : int, optional
         PyTorch CPU threads while fitting and predicting (restored after);
         None leaves PyTorch's setting. Use 1 when other processes share the
-        cores (see :func:`rsxai.cnn_training.torch_threads`). Results are
+        cores (see :func:`rsxai.torch_runtime.torch_threads`). Results are
         bitwise reproducible for a given seed and thread count.
 
     Attributes
@@ -315,7 +220,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         self._validate_params()
-        mask = _check_mask(self.mask)
+        mask = check_mask(self.mask)
         volumes = maps_to_volumes(X, mask)
         y = np.asarray(y)
         if y.shape != (volumes.shape[0],):
@@ -392,7 +297,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         volumes : ndarray of shape (n_subjects, 1, x, y, z), float32
         """
         self._check_fitted()
-        return maps_to_volumes(X, _check_mask(self.mask))
+        return maps_to_volumes(X, check_mask(self.mask))
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Logit differences: shape (n,), the log-odds of ``classes_[1]``, for two classes;
@@ -439,7 +344,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             "parameters": json.dumps({k: getattr(self, k) for k in _ARCHITECTURE_PARAMS}),
             "classes": json.dumps(self.classes_.tolist()),
             "in_shape": json.dumps(list(self.in_shape_)),
-            "mask_sha256": _mask_digest(_check_mask(self.mask)),
+            "mask_sha256": _mask_digest(check_mask(self.mask)),
         }
         with atomic_path(path) as temporary:
             save_file(state, str(temporary), metadata=metadata)
@@ -475,7 +380,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(
                 f"{path}: not written by CNNClassifier.save_weights (no rsxai metadata)."
             )
-        mask = _check_mask(mask)
+        mask = check_mask(mask)
         if _mask_digest(mask) != metadata["mask_sha256"]:
             raise InputError(
                 f"{path}: the model was trained on another mask than the one given "

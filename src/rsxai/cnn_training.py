@@ -1,4 +1,4 @@
-"""Training a 3D CNN on subject maps: device, reproducibility, augmentation, early stopping.
+"""Training a 3D CNN on subject maps: augmentation, class-weighted loss, early stopping.
 
 One call of :func:`train_cnn` trains one model on one training set (one
 cross-validation fold): AdamW, cross-entropy weighted so that each class
@@ -6,15 +6,15 @@ counts equally, mild augmentation of the training batches only, and early
 stopping on a validation set that the caller takes from the training fold
 (never from the test subjects). Everything random draws from generators
 seeded by ``seed``, and PyTorch's deterministic algorithms are switched on
-for the duration, so that the same seed gives bitwise the same model on the
-same CPU.
+for the duration (:func:`rsxai.torch_runtime.reproducible`), so that the same
+seed gives bitwise the same model on the same CPU. Device, seed, determinism
+and thread handling live in :mod:`rsxai.torch_runtime`; ``torch_threads``
+stays importable from here for :mod:`rsxai.explain`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
@@ -25,125 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsxai.exceptions import InputError
+from rsxai.torch_runtime import reproducible, resolve_device
+from rsxai.torch_runtime import torch_threads as torch_threads  # re-exported: explain imports it
 
 __all__ = [
     "TrainingHistory",
     "augment_volumes",
-    "deterministic_algorithms",
     "hyperparameter_problems",
-    "reproducible",
-    "resolve_device",
-    "seed_everything",
-    "torch_threads",
     "train_cnn",
 ]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """The torch device to compute on.
-
-    Parameters
-    ----------
-    device : str or torch.device, default="auto"
-        ``"auto"`` (CUDA when PyTorch finds a GPU, else the CPU), ``"cpu"``,
-        ``"cuda"`` or ``"cuda:N"``.
-
-    Returns
-    -------
-    torch.device
-    """
-    if isinstance(device, torch.device):
-        device = str(device)
-    if not isinstance(device, str) or not (
-        device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
-    ):
-        raise InputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}.")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            build = "a CPU-only build" if torch.version.cuda is None else "no GPU visible"
-            raise InputError(
-                f"device={device!r} but PyTorch {torch.__version__} finds no CUDA GPU "
-                f"({build}). Use device='cpu' or 'auto', or install a CUDA build of PyTorch."
-            )
-        index = int(device[5:]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise InputError(
-                f"device={device!r} but only {torch.cuda.device_count()} CUDA device(s) exist."
-            )
-    return torch.device(device)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed PyTorch's global generators (CPU and every CUDA device).
-
-    Weight initialisation and dropout draw from them. This changes global
-    state; :func:`reproducible` does it inside a block and restores the
-    generators afterwards.
-    """
-    torch.manual_seed(int(seed))
-
-
-@contextlib.contextmanager
-def deterministic_algorithms(device: torch.device) -> Iterator[None]:
-    """Use only deterministic PyTorch algorithms inside the block, then restore the settings.
-
-    On the CPU an operation without a deterministic implementation raises.
-    On CUDA it only warns (some pooling backward passes have none) and
-    cuDNN is made deterministic: GPU results can still differ in the last
-    bits between runs.
-    """
-    previous = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.deterministic,
-        torch.backends.cudnn.benchmark,
-    )
-    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-        torch.backends.cudnn.deterministic = previous[2]
-        torch.backends.cudnn.benchmark = previous[3]
-
-
-@contextlib.contextmanager
-def torch_threads(n_threads: int | None) -> Iterator[None]:
-    """Run PyTorch's CPU operations on ``n_threads`` threads inside the block, then restore.
-
-    None leaves the setting alone. On a machine whose cores are shared with
-    other busy processes, PyTorch's OpenMP threads wait on each other at every
-    operation (GNU OpenMP spins before sleeping): training on 2 threads was
-    measured 10 to 30 times slower than on 1 under such load
-    (``benchmarks/cnn_training.py``), so one thread per process, with
-    processes in parallel, is the safe choice there.
-    """
-    if n_threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(n_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-@contextlib.contextmanager
-def reproducible(seed: int, device: torch.device) -> Iterator[None]:
-    """Seeded global generators and deterministic algorithms inside the block only.
-
-    The caller's random state and settings are restored on exit, so that
-    training a model never changes what the rest of a program draws.
-    """
-    cuda_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices), deterministic_algorithms(device):
-        seed_everything(seed)
-        yield
 
 
 @dataclass
@@ -347,9 +237,9 @@ def train_cnn(
     seed : int, default=0
         Seeds the weight-free randomness of training (order, augmentation,
         dropout). Seed the weight initialisation separately, e.g. by building
-        the model inside :func:`reproducible`.
+        the model inside :func:`rsxai.torch_runtime.reproducible`.
     device : str or torch.device, default="auto"
-        See :func:`resolve_device`.
+        See :func:`rsxai.torch_runtime.resolve_device`.
 
     Returns
     -------

@@ -5,7 +5,9 @@ A :class:`Cohort` is built from a BIDS dataset with fMRIPrep derivatives
 (:meth:`Cohort.from_manifest`); :meth:`Cohort.validate` then opens every
 file and raises one :class:`~rsxai.exceptions.InputError` listing every
 problem found, one line each, so that a study is fixed in one pass rather than
-one failure at a time.
+one failure at a time. Its records, :class:`~rsxai.cohort_subjects.Subject`
+and :class:`~rsxai.cohort_subjects.Run`, are defined in
+:mod:`rsxai.cohort_subjects` (and importable from here too).
 
 Examples
 --------
@@ -19,91 +21,21 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 
 from rsxai.cohort_checks import check_runs, grid_warnings, subject_problems, tr_problems
+from rsxai.cohort_subjects import Run, Subject
 from rsxai.exceptions import InputError
 from rsxai.input_checks import TR_TOLERANCE
 
+# Run and Subject (rsxai.cohort_subjects) are re-exported: a cohort is built of them.
+__all__ = ["MULTI_RUN_CHOICES", "Cohort", "Run", "Subject"]
+
 MULTI_RUN_CHOICES = ("first", "concatenate")
-
-
-def _optional_path(value: str | os.PathLike | None) -> Path | None:
-    return None if value is None else Path(value)
-
-
-@dataclass(frozen=True)
-class Run:
-    """One preprocessed BOLD series and its companions.
-
-    Parameters
-    ----------
-    bold : Path
-        4D BOLD series in MNI space.
-    mask : Path or None
-        Its brain mask, on the same grid.
-    confounds : Path or None
-        Its confounds table (one row per volume).
-    tr : float or None
-        Repetition time (s): from the sidecar (or manifest) at discovery, from
-        the NIfTI header after :meth:`Cohort.validate` when none was given.
-    n_volumes : int or None
-        Number of volumes, filled in by :meth:`Cohort.validate`.
-    session, run : str or None
-        BIDS session and run labels, when the file names have them.
-    """
-
-    bold: Path
-    mask: Path | None
-    confounds: Path | None
-    tr: float | None
-    n_volumes: int | None
-    session: str | None = None
-    run: str | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "bold", Path(self.bold))
-        object.__setattr__(self, "mask", _optional_path(self.mask))
-        object.__setattr__(self, "confounds", _optional_path(self.confounds))
-
-    def describe(self) -> str:
-        """``"ses-1 run-2"``, or ``""`` for a run without session or run label."""
-        parts = [f"ses-{self.session}"] if self.session is not None else []
-        if self.run is not None:
-            parts.append(f"run-{self.run}")
-        return " ".join(parts)
-
-
-@dataclass(frozen=True)
-class Subject:
-    """One participant: label, group and runs.
-
-    Parameters
-    ----------
-    label : str
-        BIDS label, without ``sub-``.
-    group : str
-        Value of the group column.
-    runs : tuple of Run
-        The runs used, in (session, run) order; one with ``multi_run="first"``.
-    covariates : mapping of str to object
-        Other participant columns: float (NaN when missing) or str (None when missing).
-    """
-
-    label: str
-    group: str
-    runs: tuple[Run, ...]
-    covariates: Mapping[str, object] = field(default_factory=dict)
-
-    def __post_init__(self):
-        object.__setattr__(self, "runs", tuple(self.runs))
-        object.__setattr__(self, "covariates", MappingProxyType(dict(self.covariates)))
 
 
 def _is_number(value: object) -> bool:

@@ -18,7 +18,7 @@ from rsxai.input_checks import TR_TOLERANCE, RunCheck, check_run
 from rsxai.participant_tables import label_problem
 
 if TYPE_CHECKING:
-    from rsxai.cohort import Run, Subject
+    from rsxai.cohort_subjects import Run, Subject
 
 
 def subject_problems(

@@ -25,8 +25,9 @@ from rsxai.bids_discovery import (
     participants_file,
     read_sidecar_tr,
 )
-from rsxai.cohort import Cohort, Run, Subject
+from rsxai.cohort import Cohort
 from rsxai.cohort_checks import list_names
+from rsxai.cohort_subjects import Run, Subject
 from rsxai.exceptions import InputError
 from rsxai.participant_tables import (
     ParticipantRow,
@@ -34,9 +35,8 @@ from rsxai.participant_tables import (
     normalise_labels,
     read_manifest,
     read_participants,
-    resolve_groups,
-    type_covariates,
 )
+from rsxai.participant_values import resolve_groups, type_covariates
 
 
 def _companion_problems(

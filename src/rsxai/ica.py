@@ -23,7 +23,8 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from rsxai.dual_regression import spatial_regression
 from rsxai.exceptions import InputError
 from rsxai.ica_stability import FASTICA_FUNS, fastica_restarts, icasso_stability
-from rsxai.migp import SubjectSource, estimate_n_components, migp
+from rsxai.migp import SubjectSource, migp
+from rsxai.pca_dimension import estimate_n_components
 
 __all__ = ["GroupICA"]
 
@@ -58,7 +59,7 @@ class GroupICA(BaseEstimator):
         eigenvalues: the first peak of Minka's Laplace approximation to the
         PPCA evidence (MELODIC's default criterion), voxels counting as
         independent samples, which leans high on smooth data; see
-        :func:`rsxai.migp.estimate_n_components`.
+        :func:`rsxai.pca_dimension.estimate_n_components`.
     migp_dim : int or None, default=None
         Rows ``m`` kept by MIGP (MELODIC's ``--migpN``); default ``2 T - 1``
         for a first subject of ``T`` volumes, capped by the rank of the data.

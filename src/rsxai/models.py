@@ -14,7 +14,7 @@ For large cohorts, MONAI's 3D ResNet-10 and DenseNet-121 can be built by
 name (MONAI is an optional dependency, imported only then).
 
 Every model takes input of shape (batch, 1, x, y, z): one network's map
-cropped to the brain mask's bounding box (:func:`rsxai.cnn_classifier.maps_to_volumes`).
+cropped to the brain mask's bounding box (:func:`rsxai.cnn_inputs.maps_to_volumes`).
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ def build_model(
     """Build a classification network by name, with freshly initialised weights.
 
     Weights are drawn from PyTorch's global random generator: seed it (see
-    :func:`rsxai.cnn_training.reproducible`) for a reproducible model.
+    :func:`rsxai.torch_runtime.reproducible`) for a reproducible model.
 
     Parameters
     ----------

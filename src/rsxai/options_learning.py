@@ -57,14 +57,6 @@ LEARNING_OPTIONS: tuple[Option, ...] = (
         minimum=0,
     ),
     Option(
-        "classify",
-        "cnn_permutations",
-        0,
-        "Label permutations of the whole CNN cross-validation (each costs one full CV).",
-        "--cnn-permutations",
-        minimum=0,
-    ),
-    Option(
         "classify", "cnn_blocks", 3, "Convolution blocks of the CNN.", "--cnn-blocks", minimum=1
     ),
     Option(

@@ -57,6 +57,14 @@ SCOPE_TEXT = {
         "features the classifier was tested on, so these accuracies may be optimistic; they "
         "are not estimates for new participants.",
     ),
+    "external maps": (
+        "warning",
+        "Cross-validation scope: <strong>external maps</strong> — possibly "
+        "<strong>transductive</strong>. The subject maps were made outside rsxai (e.g. FSL "
+        "dual_regression) and used as given in every fold; rsxai cannot know whether the group "
+        "ICA behind them saw the test participants. If it was run on the whole cohort, as "
+        "usual, accuracies may be optimistic.",
+    ),
 }
 
 

@@ -239,15 +239,25 @@ def _classification(folder: ReportFolder, cite: Citations) -> str:
         "training fold, so test participants never shaped the features",
         "cohort": "group ICA and network labelling used every participant, test participants "
         "included (transductive): accuracy may be optimistic",
+        "external maps": "the subject maps were made outside rsxai and used as given, so "
+        "whether their group maps saw the test participants is unknown (possibly "
+        "transductive)",
     }.get(scope, f"cv_scope = {escape(scope)}")
-    n_permutations = (metrics.get("permutation") or {}).get("n_permutations")
+    permuted = {}
+    for match in found:  # the permutation test runs for some models only (the baselines)
+        entry = folder.read_json_file(match["path"]).get("permutation") or {}
+        if entry.get("n_permutations"):
+            permuted[match["model"]] = entry["n_permutations"]
+    n_permutations = max(permuted.values(), default=None)
     text = (
         f"Each network's subject maps were classified by {escape(', '.join(models))} under "
         f"{escape(cv.get('scheme', 'cross-validation'))} ({cv.get('n_splits')} folds × "
         f"{cv.get('n_repeats')} repeats){cite('varoquaux2017')}; {scope_text}. "
         + (
-            f"Significance: label permutation test ({format_number(n_permutations)} "
-            f"permutations){cite('ojala2010')} and a binomial test against chance. "
+            f"Significance: label permutation test of the whole cross-validation for "
+            f"{escape(', '.join(sorted(permuted)))} ({format_number(n_permutations)} "
+            f"permutations){cite('ojala2010')}, and a binomial test against chance for every "
+            "model. "
             if n_permutations
             else "Significance: a binomial test against chance (no permutation test). "
         )

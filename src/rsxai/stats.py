@@ -27,6 +27,10 @@ Conventions (each is ``randomise``'s unless said otherwise)
   is tested on ``|TFCE|`` (as nilearn's ``two_sided_test=True``). Enhancing
   ``|t|`` or F in one map, as ``randomise -f -T`` does, would join a positive
   and a negative cluster that touch.
+
+The permutations are run in batches whose null maxima, exceedance counts and
+FWE p-values are computed by :mod:`rsxai.max_statistic`; ``fwe_p_values``
+stays importable from here.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import joblib
 import numpy as np
@@ -52,13 +57,14 @@ from rsxai.glm_design import (
     warn_if_few_permutations,
 )
 from rsxai.grid import Grid
-from rsxai.tfce import CONNECTIVITIES, default_step_for, neighbour_table, tfce_positive
-
-# Permutations per matrix product and per TFCE sweep: large enough to keep
-# NumPy's per-call overhead small, small enough for two workers' memory.
-# Fixed (never derived from n_jobs), so every permutation is computed in the
-# same batch whatever the number of workers: results do not depend on n_jobs.
-BATCH_SIZE = 64
+from rsxai.max_statistic import (
+    BATCH_SIZE,
+    BatchSettings,
+    fwe_p_values,
+    run_batches,
+    summarise_batch,
+)
+from rsxai.tfce import CONNECTIVITIES, default_step_for, neighbour_table
 
 
 @dataclass(frozen=True)
@@ -172,19 +178,8 @@ def permutation_glm(
     -------
     PermutationGLMResult
     """
-    maps, groups, blocks = _check_inputs(
-        maps,
-        groups,
-        grid,
-        contrast,
-        n_permutations,
-        tfce_h,
-        tfce_e,
-        tfce_connectivity,
-        tfce_dh,
-        exchangeability_blocks,
-        n_jobs,
-    )
+    # locals() holds exactly the arguments here: nothing else is bound yet.
+    maps, groups, blocks = _check_inputs(locals())
     design, columns = group_design(groups, covariates)
     model = PermutedT(maps, design)
     if model.constant_voxels.any():
@@ -214,8 +209,8 @@ def permutation_glm(
     dh = None
     if tfce:
         dh = float(tfce_dh) if tfce_dh is not None else default_step_for(observed_t, two_sided)
-    settings = _BatchSettings(two_sided, tfce, neighbours, dh, tfce_h, tfce_e)
-    first = _summarise_batch(first_t, tested, settings)
+    settings = BatchSettings(two_sided, tfce, neighbours, dh, tfce_h, tfce_e)
+    first = summarise_batch(first_t, tested, settings)
     observed_tfce = first.tfce_first if tfce else None
 
     bar = tqdm(total=n_permutations, disable=not progress, desc="permutations", unit="perm")
@@ -227,7 +222,7 @@ def permutation_glm(
         tasks = np.array_split(np.arange(len(rest)), max(1, min(len(rest), 4 * n_workers)))
         runner = joblib.Parallel(n_jobs=n_workers, return_as="generator")
         results = runner(
-            joblib.delayed(_run_batches)(model, [rest[i] for i in task], sign, tested, settings)
+            joblib.delayed(run_batches)(model, [rest[i] for i in task], sign, tested, settings)
             for task in tasks
             if task.size
         )
@@ -262,91 +257,18 @@ def permutation_glm(
     )
 
 
-def fwe_p_values(observed: np.ndarray, null_max: np.ndarray) -> np.ndarray:
-    """Family-wise corrected p: the fraction of null maxima at least as large.
+def _check_inputs(arguments: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked maps, groups (float) and block codes from :func:`permutation_glm`'s arguments.
 
-    Parameters
-    ----------
-    observed : ndarray of shape (n_voxels,)
-    null_max : ndarray of shape (n_permutations,)
-        Maximum statistic of each permutation, the unpermuted data included.
-
-    Returns
-    -------
-    p : ndarray of shape (n_voxels,)
+    ``arguments`` maps each parameter name of :func:`permutation_glm` to its
+    value. Raises one :class:`~rsxai.exceptions.InputError` listing every
+    problem.
     """
-    ordered = np.sort(null_max)
-    below = np.searchsorted(ordered, observed, side="left")
-    return (ordered.size - below) / ordered.size
-
-
-@dataclass(frozen=True)
-class _BatchSettings:
-    two_sided: bool
-    tfce: bool
-    neighbours: np.ndarray | None
-    dh: float | None
-    h: float
-    e: float
-
-
-@dataclass(frozen=True)
-class _BatchSummary:
-    max_t: np.ndarray
-    exceed_counts: np.ndarray
-    max_tfce: np.ndarray | None
-    tfce_first: np.ndarray | None
-
-
-def _summarise_batch(t: np.ndarray, tested: np.ndarray, settings: _BatchSettings) -> _BatchSummary:
-    """Maxima and voxelwise exceedance counts of a batch of permuted t maps."""
-    statistic = np.abs(t) if settings.two_sided else t
-    max_tfce = tfce_first = None
-    if settings.tfce:
-        # Two-sided: positive and negative clusters in one sweep over [t; -t].
-        maps = np.vstack([t, -t]) if settings.two_sided else t
-        enhanced = tfce_positive(maps, settings.neighbours, settings.dh, settings.h, settings.e)
-        if settings.two_sided:
-            enhanced = enhanced[: len(t)] - enhanced[len(t) :]
-        max_tfce = (np.abs(enhanced) if settings.two_sided else enhanced).max(axis=1)
-        tfce_first = enhanced[0]
-    return _BatchSummary(
-        max_t=statistic.max(axis=1),
-        exceed_counts=(statistic >= tested).sum(axis=0),
-        max_tfce=max_tfce,
-        tfce_first=tfce_first,
-    )
-
-
-def _run_batches(
-    model: PermutedT,
-    batches: list[np.ndarray],
-    sign: float,
-    tested: np.ndarray,
-    settings: _BatchSettings,
-) -> list[_BatchSummary]:
-    summaries = []
-    for batch in batches:
-        summary = _summarise_batch(sign * model(batch), tested, settings)
-        summaries.append(
-            _BatchSummary(summary.max_t, summary.exceed_counts, summary.max_tfce, None)
-        )
-    return summaries
-
-
-def _check_inputs(
-    maps,
-    groups,
-    grid,
-    contrast,
-    n_permutations,
-    tfce_h,
-    tfce_e,
-    tfce_connectivity,
-    tfce_dh,
-    exchangeability_blocks,
-    n_jobs,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    maps, groups, grid = arguments["maps"], arguments["groups"], arguments["grid"]
+    contrast, n_permutations = arguments["contrast"], arguments["n_permutations"]
+    tfce_h, tfce_e, tfce_dh = arguments["tfce_h"], arguments["tfce_e"], arguments["tfce_dh"]
+    tfce_connectivity, n_jobs = arguments["tfce_connectivity"], arguments["n_jobs"]
+    exchangeability_blocks = arguments["exchangeability_blocks"]
     problems = []
     if not isinstance(grid, Grid):
         raise InputError(f"grid must be an rsxai.grid.Grid; got {type(grid).__name__}.")

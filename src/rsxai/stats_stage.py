@@ -4,21 +4,26 @@ For each network's stack of dual-regression maps and each contrast, runs
 :func:`rsxai.stats.permutation_glm`, writes the t, TFCE and -log10 p maps and
 the table of FWE-significant clusters with their anatomical labels
 (:func:`rsxai.clusters.cluster_table`), and records them in ``summary.json``.
+:func:`write_stats` does the work on maps already in memory; ``rsxai stats``
+(:mod:`rsxai.standalone`) calls it on a user's own stack.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
 from rsxai.outputs import output_path, write_nifti, write_tsv
 
 if TYPE_CHECKING:
+    from rsxai.config import Config, Section
     from rsxai.pipeline import RunContext
 
 # BIDS-safe labels of the contrasts in file names.
@@ -43,45 +48,133 @@ def _load_nifti(path: Path) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj, dtype=np.float32)
 
 
+def stats_covariates(
+    options: Section, table: pd.DataFrame, source: str
+) -> tuple[pd.DataFrame | None, np.ndarray | None]:
+    """The covariates and exchangeability blocks named by the ``[stats]`` options.
+
+    Parameters
+    ----------
+    options : Section
+        The resolved ``[stats]`` options.
+    table : DataFrame
+        Every covariate, one row per subject in analysis order (``Cohort.covariates``).
+    source : str
+        The table's name, for messages.
+
+    Returns
+    -------
+    covariates : DataFrame or None
+        The chosen columns, index reset.
+    blocks : ndarray of shape (n_subjects,) or None
+
+    Raises
+    ------
+    InputError
+        Listing every column named that the table lacks.
+    """
+    problems, covariates, blocks = [], None, None
+    if options.covariates:
+        unknown = sorted(set(options.covariates) - set(table.columns))
+        if unknown:
+            problems.append(
+                f"--covariates: {', '.join(unknown)} not in {source}; available: "
+                f"{', '.join(table.columns) or 'none'}."
+            )
+        else:
+            covariates = table[list(options.covariates)].reset_index(drop=True)
+    if options.exchangeability_blocks:
+        column = options.exchangeability_blocks
+        if column not in table.columns:
+            problems.append(f"--exchangeability-blocks: no column {column!r} in {source}.")
+        else:
+            blocks = table[column].to_numpy()
+    if problems:
+        raise InputError(problems)
+    return covariates, blocks
+
+
 def run_stats(context: RunContext) -> list[Path]:
     """Permutation GLM with TFCE per network and contrast; FWE maps, cluster tables, summary."""
     from rsxai.atlas import atlas_data_dir
-    from rsxai.clusters import cluster_table
-    from rsxai.stats import permutation_glm
 
     config, cohort, out_dir = context.config, context.cohort, context.out_dir
-    options = config.stats
     # Fail before the permutations, not after, when the atlases are missing.
     atlas_data_dir()
     grid = Grid.from_img(output_path(out_dir, "mask"))
-    networks = context.summary.data["networks"]
-    covariates = None
-    if options.covariates:
-        unknown = sorted(set(options.covariates) - set(cohort.covariates.columns))
-        if unknown:
-            raise InputError(
-                f"--covariates: {', '.join(unknown)} not in participants.tsv; available: "
-                f"{', '.join(cohort.covariates.columns) or 'none'}."
-            )
-        covariates = cohort.covariates[list(options.covariates)].reset_index(drop=True)
-    blocks = None
-    if options.exchangeability_blocks:
-        column = options.exchangeability_blocks
-        if column not in cohort.covariates.columns:
-            raise InputError(
-                f"--exchangeability-blocks: no column {column!r} in participants.tsv."
-            )
-        blocks = cohort.covariates[column].to_numpy()
-    n_tests = len(networks) * len(options.contrasts)
+    covariates, blocks = stats_covariates(config.stats, cohort.covariates, "participants.tsv")
+    stacks = {
+        network: lambda path=out_dir / entry["subject_maps"]: grid.from_img_data(_load_nifti(path))
+        for network, entry in context.summary.data["networks"].items()
+    }
+    written, entry = write_stats(
+        out_dir,
+        grid,
+        stacks,
+        cohort.y,
+        config,
+        covariates=covariates,
+        blocks=blocks,
+        progress=context.progress,
+    )
+    context.summary.update("stats", entry)
+    return written
+
+
+def write_stats(
+    out_dir: Path,
+    grid: Grid,
+    stacks: Mapping[str, Callable[[], np.ndarray]],
+    y: np.ndarray,
+    config: Config,
+    *,
+    covariates: pd.DataFrame | None = None,
+    blocks: np.ndarray | None = None,
+    progress: bool = True,
+) -> tuple[list[Path], dict]:
+    """Test every network and contrast; write the maps and cluster tables.
+
+    Shared by the pipeline's stats stage and ``rsxai stats`` on a user's stack.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The output folder.
+    grid : Grid
+        The analysis mask and affine of the maps.
+    stacks : mapping of str to callable
+        Per network, a function returning its subject maps, an ndarray of
+        shape (n_subjects, n_voxels) in the order of ``y`` (loaded one network
+        at a time).
+    y : ndarray of shape (n_subjects,)
+        1 for patients, 0 for controls.
+    config : Config
+        Its ``[stats]`` and ``[run]`` options are used.
+    covariates, blocks
+        From :func:`stats_covariates`.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    written : list of Path
+    entry : dict
+        The ``stats`` entry of ``summary.json``.
+    """
+    from rsxai.clusters import cluster_table
+    from rsxai.stats import permutation_glm
+
+    options = config.stats
+    n_tests = len(stacks) * len(options.contrasts)
     written, results = [], {}
     coordinates = grid.world_coordinates()
-    for network, entry in networks.items():
-        maps = grid.from_img_data(_load_nifti(out_dir / entry["subject_maps"]))
+    for network, load_maps in stacks.items():
+        maps = load_maps()
         results[network] = {}
         for contrast in options.contrasts:
             result = permutation_glm(
                 maps,
-                cohort.y,
+                y,
                 grid,
                 covariates=covariates,
                 contrast=contrast,
@@ -90,7 +183,7 @@ def run_stats(context: RunContext) -> list[Path]:
                 exchangeability_blocks=blocks,
                 random_state=config.run.random_seed,
                 n_jobs=config.run.n_jobs,
-                progress=context.progress,
+                progress=progress,
             )
             label = CONTRAST_LABELS[contrast]
             images = {
@@ -133,18 +226,15 @@ def run_stats(context: RunContext) -> list[Path]:
                 "n_clusters": len(clusters),
                 "clusters": str(clusters_path.relative_to(out_dir)),
             }
-    context.summary.update(
-        "stats",
-        {
-            "n_tests": n_tests,
-            "correction": "FWE by the max-statistic permutation distribution within each map; "
-            "min_p_fwe_bonferroni_networks also corrects for the number of networks "
-            "x contrasts tested",
-            "clusters": f"voxels with FWE p < {ALPHA}, {CLUSTER_CONNECTIVITY}-connected, "
-            "each sign apart; peak_stat is the t statistic; labels from the Harvard-Oxford "
-            "(maximum probability >= 25 %) and AAL2 atlases",
-            "covariates": list(options.covariates),
-            "networks": results,
-        },
-    )
-    return written
+    entry = {
+        "n_tests": n_tests,
+        "correction": "FWE by the max-statistic permutation distribution within each map; "
+        "min_p_fwe_bonferroni_networks also corrects for the number of networks "
+        "x contrasts tested",
+        "clusters": f"voxels with FWE p < {ALPHA}, {CLUSTER_CONNECTIVITY}-connected, "
+        "each sign apart; peak_stat is the t statistic; labels from the Harvard-Oxford "
+        "(maximum probability >= 25 %) and AAL2 atlases",
+        "covariates": list(options.covariates),
+        "networks": results,
+    }
+    return written, entry

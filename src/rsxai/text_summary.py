@@ -70,8 +70,8 @@ def text_summary(out_dir: str | Path) -> str:
                 agreement = result.get("agreement") or {}
                 localisation = result.get("localisation") or {}
                 parts = [f"Explanation {network} {label} ({target}):"]
-                if "spearman_r" in agreement:
-                    parts.append(f"Spearman r with |t| {agreement['spearman_r']:.2f},")
+                if "spearman" in agreement:
+                    parts.append(f"Spearman r with |t| {agreement['spearman']:.2f},")
                     dice = agreement.get("dice")
                     parts.append(f"Dice {'n/a' if dice is None else f'{dice:.2f}'},")
                 if localisation.get("mass_ratio") is not None:
