@@ -30,9 +30,10 @@ Each run is a fresh process (:func:`benchmarks.measurement.run_in_child`),
 one BLAS thread (the parallelism is the ``n_jobs`` workers); the data are
 made in that process before the timing. Peak memory is the process's peak
 resident size during the call (Linux's high-water mark is reset once the data
-are made, imports and data included in it); with ``n_jobs=2`` rsxai's joblib workers are other processes,
-whose peak resident sizes are read from ``/proc`` before they are shut down
-and reported as a sum (an upper bound on what they held at once).
+are made; imports and data count in it); with ``n_jobs=2`` rsxai's joblib
+workers are other processes, whose peak resident sizes are read from
+``/proc`` before they are shut down and reported as a sum (an upper bound on
+what they held at once).
 
 Also rsxai on the 2 mm mask (~230,000 voxels), 500 permutations, with
 ``n_jobs=2`` and ``n_jobs=1``: time and peak memory.
@@ -135,7 +136,9 @@ def _reset_peak_rss() -> None:
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
-        warnings.warn("cannot reset the peak resident size: it includes making the data")
+        warnings.warn(
+            "cannot reset the peak resident size: it includes making the data", stacklevel=2
+        )
 
 
 def run_rsxai(voxel_size: float, n_permutations: int, n_jobs: int, output: str | None) -> dict:
@@ -303,12 +306,8 @@ def _found(detection: dict) -> str:
 
 def markdown(result: dict) -> str:
     """The BENCHMARKS.md section for :func:`run`'s result."""
-    ours, single, theirs, fine = (
-        result["rsxai"],
-        result["rsxai_single"],
-        result["nilearn"],
-        result["rsxai_fine"],
-    )
+    ours, single, theirs = result["rsxai"], result["rsxai_single"], result["nilearn"]
+    fine, fine_single = result["rsxai_fine"], result["rsxai_fine_single"]
     lines = [
         "## Permutation GLM with TFCE: rsxai `permutation_glm` vs nilearn `permuted_ols`",
         "",
