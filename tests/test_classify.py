@@ -168,3 +168,29 @@ def test_ensemble_is_the_mean_probability_over_networks():
     ensemble = table[table["network"] == "ensemble"].set_index("subject")["probability"]
     np.testing.assert_allclose(ensemble.loc[mean.index], mean)
     assert ensemble_predictions(networks[networks["network"] == "a"]).empty
+
+
+def test_refit_permutation_null_is_at_chance_on_noise_and_rejects_a_planted_signal():
+    from rsxai.classify import refit_permutation_scores
+
+    rng = np.random.default_rng(4)
+    y = np.repeat([0, 1], 15)
+    folds = [(s.train, s.test) for s in make_splits(y, n_splits=5, random_state=0)]
+    noise = rng.normal(size=(30, 20))
+    null = refit_permutation_scores(
+        LogisticRegression(), [noise] * 5, y, folds, n_permutations=39, seed=1
+    )
+    assert abs(null["null"]["accuracy"].mean() - 0.5) < 0.1
+    assert null["p_value"]["accuracy"] > 0.05
+    planted = noise.copy()
+    planted[:, :4] += 2.0 * y[:, None]
+    found = refit_permutation_scores(
+        LogisticRegression(), [planted] * 5, y, folds, n_permutations=39, seed=1
+    )
+    assert found["observed"]["accuracy"] > 0.8
+    assert found["p_value"]["accuracy"] == pytest.approx(1 / 40)  # never 0
+    # The observed labels are row 0: the observed score equals a plain CV.
+    predicted = np.empty_like(y)
+    for train, test in folds:
+        predicted[test] = LogisticRegression().fit(planted[train], y[train]).predict(planted[test])
+    assert found["observed"]["accuracy"] == pytest.approx(np.mean(predicted == y))

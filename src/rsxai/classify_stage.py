@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from rsxai.classify import CrossValidation, cross_validate
+from rsxai.classify import CrossValidation, cross_validate, refit_permutation_scores
 from rsxai.grid import Grid
 from rsxai.outputs import output_path, read_json, write_json, write_nifti, write_tsv
 
@@ -208,7 +208,7 @@ def classify_maps(
         n_splits=options.cv_folds,
         n_repeats=options.cv_repeats,
         random_state=config.run.random_seed,
-        keep_fold_maps=options.baseline_permutations > 0,
+        keep_fold_maps=options.baseline_permutations > 0 or options.cnn_permutations > 0,
         on_fold=_log_fold,
     )
 
@@ -241,13 +241,22 @@ def run_classify(context: RunContext) -> list[Path]:
 
 
 def _significance(
-    config: Config, y: np.ndarray, result: CrossValidation, network: str, model: str
+    config: Config,
+    y: np.ndarray,
+    result: CrossValidation,
+    network: str,
+    model: str,
+    mask: np.ndarray,
 ):
-    """Permutation null of a linear baseline's whole CV (first repeat), or None."""
+    """Permutation null of a model's whole CV (first repeat), or None when not asked for."""
     from rsxai.baselines import permutation_scores
 
-    n_permutations = config.classify.baseline_permutations
-    if model not in ("svm", "logistic") or n_permutations == 0 or network == "ensemble":
+    n_permutations = (
+        config.classify.cnn_permutations
+        if model == "cnn"
+        else config.classify.baseline_permutations
+    )
+    if n_permutations == 0 or network == "ensemble":
         return None
     splits = [s for s in result.splits if s.repeat == 0]
     j = None
@@ -258,6 +267,15 @@ def _significance(
         j = networks.index(network)
         folds.append((split.train, split.test))
         fold_X.append(maps[:, j])
+    if model == "cnn":
+        return refit_permutation_scores(
+            cnn_estimator(config, mask),
+            fold_X,
+            y,
+            folds,
+            n_permutations=n_permutations,
+            seed=config.run.random_seed,
+        )
     return permutation_scores(
         _baseline(config, y, model),
         fold_X,
@@ -340,7 +358,7 @@ def write_classification(
             write_tsv(output_path(out_dir, "cls_folds", network=network, model=model), folds)
         )
         metrics = aggregate_repeats(table)
-        permutation = _significance(config, y, result, network, model)
+        permutation = _significance(config, y, result, network, model, grid.mask)
         entry = {
             "network": network,
             "model": model,

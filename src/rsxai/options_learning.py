@@ -57,6 +57,14 @@ LEARNING_OPTIONS: tuple[Option, ...] = (
         minimum=0,
     ),
     Option(
+        "classify",
+        "cnn_permutations",
+        0,
+        "Label permutations of the whole CNN cross-validation (each retrains every fold).",
+        "--cnn-permutations",
+        minimum=0,
+    ),
+    Option(
         "classify", "cnn_blocks", 3, "Convolution blocks of the CNN.", "--cnn-blocks", minimum=1
     ),
     Option(
