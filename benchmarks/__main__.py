@@ -21,6 +21,7 @@ from benchmarks import (
     group_ica,
     migp_memory,
     network_maps,
+    permutation_stats,
     signal_cleaning,
 )
 from benchmarks.measurement import REPO_ROOT, machine_description
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         group_ica.markdown(group_ica.run(args.data_dir, quick=args.quick)),
         network_maps.markdown(network_maps.run(args.data_dir, quick=args.quick)),
         migp_memory.markdown(migp_memory.run(quick=args.quick)),
+        permutation_stats.markdown(permutation_stats.run(quick=args.quick)),
         baselines.markdown(baselines.run(quick=args.quick)),
         cnn_training.markdown(cnn_training.run(quick=args.quick)),
         attribution.markdown(attribution.run(quick=args.quick)),
