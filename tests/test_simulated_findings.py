@@ -1,4 +1,4 @@
-"""Classification on the simulator: above chance where effects were planted, chance where not.
+"""Stats and classification on the simulator: found where effects were planted, not elsewhere.
 
 Runs `rsxai run` up to the classify stage on small simulated cohorts (20 + 20,
 6 mm, 120 volumes; cohort scope and the linear baselines, to stay fast), once
@@ -41,7 +41,7 @@ RUN_FLAGS = [
 ]
 
 
-def _classification(root, *, null: bool) -> dict:
+def _run(root, *, null: bool) -> dict:
     effects = tuple(
         Effect(e.network, e.center_mm, radius_mm=20.0, strength=0.9) for e in DEFAULT_EFFECTS
     )
@@ -58,21 +58,39 @@ def _classification(root, *, null: bool) -> dict:
         progress=False,
     )
     assert main(["run", str(cohort.bids_root), str(root / "out"), *RUN_FLAGS]) == 0
-    summary = json.loads((root / "out" / "summary.json").read_text())
-    return summary["classification"]["networks"]
+    return json.loads((root / "out" / "summary.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    return _classification(tmp_path_factory.mktemp("planted"), null=False)
+    return _run(tmp_path_factory.mktemp("planted"), null=False)
 
 
 @pytest.fixture(scope="module")
 def null(tmp_path_factory):
-    return _classification(tmp_path_factory.mktemp("null"), null=True)
+    return _run(tmp_path_factory.mktemp("null"), null=True)
+
+
+def test_planted_effects_are_significant_where_they_were_planted(planted, null):
+    import numpy as np
+
+    for network in ("sensorimotor", "visual"):
+        entry = planted["stats"]["networks"][network]["controls>patients"]
+        assert entry["n_fwe_significant_voxels"] > 0 and entry["min_p_fwe"] < 0.05
+        centres = [e.center_mm for e in DEFAULT_EFFECTS if e.network == network]
+        distance = min(np.linalg.norm(np.subtract(entry["peak_mni"], c)) for c in centres)
+        assert distance <= 16.0  # within the planted effect (radius 20 mm)
+        # Patients' maps were only ever lowered: nothing on the other side.
+        assert (
+            planted["stats"]["networks"][network]["patients>controls"]["n_fwe_significant_voxels"]
+            == 0
+        )
+        for contrast in ("patients>controls", "controls>patients"):
+            assert null["stats"]["networks"][network][contrast]["n_fwe_significant_voxels"] == 0
 
 
 def test_planted_effects_are_classified_above_chance(planted):
+    planted = planted["classification"]["networks"]
     best = max(
         planted[network][model]["accuracy"]["value"]
         for network in ("sensorimotor", "visual")
@@ -90,7 +108,8 @@ def test_planted_effects_are_classified_above_chance(planted):
         assert planted[network]["svm"]["accuracy"]["value"] >= 0.5
 
 
-def test_nothing_is_found_where_nothing_was_planted(null):
+def test_nothing_is_classified_where_nothing_was_planted(null):
+    null = null["classification"]["networks"]
     for network in ("sensorimotor", "visual"):
         for model in ("svm", "logistic"):
             entry = null[network][model]
