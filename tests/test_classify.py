@@ -171,7 +171,7 @@ def test_ensemble_is_the_mean_probability_over_networks():
 
 
 def test_refit_permutation_null_is_at_chance_on_noise_and_rejects_a_planted_signal():
-    from rsxai.classify import refit_permutation_scores
+    from rsxai.cv_permutations import refit_permutation_scores
 
     rng = np.random.default_rng(4)
     y = np.repeat([0, 1], 15)

@@ -20,7 +20,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from rsxai.classify import CrossValidation, cross_validate, refit_permutation_scores
+from rsxai.classify import CrossValidation, cross_validate
+from rsxai.cv_permutations import refit_permutation_scores
 from rsxai.grid import Grid
 from rsxai.outputs import output_path, read_json, write_json, write_nifti, write_tsv
 

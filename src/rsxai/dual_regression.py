@@ -70,7 +70,9 @@ def _as_finite_2d(array: np.ndarray, name: str, axes: str) -> np.ndarray:
     return array
 
 
-def spatial_regression(maps: np.ndarray, data: np.ndarray) -> np.ndarray:
+def spatial_regression(
+    maps: np.ndarray, data: np.ndarray, *, maps_pinv: np.ndarray | None = None
+) -> np.ndarray:
     """Time courses of ``maps`` in ``data`` by spatial regression (dual regression stage 1).
 
     The equivalent of ``fsl_glm -i data -d maps -o tc --demean``: each map is
@@ -85,6 +87,8 @@ def spatial_regression(maps: np.ndarray, data: np.ndarray) -> np.ndarray:
         Spatial maps, e.g. group ICA components.
     data : ndarray of shape (T, V)
         One subject's masked data.
+    maps_pinv : ndarray of shape (K, V), optional
+        :func:`spatial_pseudo_inverse` of ``maps``, when already computed.
 
     Returns
     -------
@@ -97,9 +101,11 @@ def spatial_regression(maps: np.ndarray, data: np.ndarray) -> np.ndarray:
             f"group_maps has {maps.shape[1]} voxels but subject_data has {data.shape[1]}; "
             "both must be masked with the same brain mask (same number of columns V)."
         )
+    if maps_pinv is None:
+        maps_pinv = spatial_pseudo_inverse(maps)
     volumes = data.astype(np.float64)
     volumes -= volumes.mean(axis=1, keepdims=True)
-    return volumes @ spatial_pseudo_inverse(maps).T
+    return volumes @ maps_pinv.T
 
 
 def spatial_pseudo_inverse(maps: np.ndarray) -> np.ndarray:
@@ -234,23 +240,14 @@ def dual_regression(
             f"{n_maps + 2} volumes (or fewer maps)."
         )
 
-    if subject_data.shape[1] != group_maps.shape[1]:
-        raise InputError(
-            f"group_maps has {group_maps.shape[1]} voxels but subject_data has "
-            f"{subject_data.shape[1]}; both must be masked with the same brain mask "
-            "(same number of columns V)."
-        )
-    if maps_pinv is None:
-        maps_pinv = spatial_pseudo_inverse(group_maps)
-    volumes = subject_data.astype(np.float64)
-    timecourses = (volumes - volumes.mean(axis=1, keepdims=True)) @ maps_pinv.T
+    timecourses = spatial_regression(group_maps, subject_data, maps_pinv=maps_pinv)
 
     design = timecourses - timecourses.mean(axis=0)
     if des_norm:
         scale = design.std(axis=0, ddof=1)
         # A flat time course stays a zero column: pinv then gives it beta = 0.
         design = np.divide(design, scale, out=np.zeros_like(design), where=scale > 0)
-    voxels = volumes
+    voxels = subject_data.astype(np.float64)
     voxels -= voxels.mean(axis=0)
 
     design_pinv = np.linalg.pinv(design)  # (K, T)
