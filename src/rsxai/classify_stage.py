@@ -24,6 +24,7 @@ from rsxai.classify import CrossValidation, cross_validate
 from rsxai.cv_permutations import refit_permutation_scores
 from rsxai.grid import Grid
 from rsxai.outputs import output_path, read_json, write_json, write_nifti, write_tsv
+from rsxai.standalone import EXTERNAL_SCOPE
 
 if TYPE_CHECKING:
     from rsxai.cohort import Cohort
@@ -218,12 +219,22 @@ def run_classify(context: RunContext) -> list[Path]:
     """Cross-validate every model on every selected network; write the results."""
     from rsxai.stage_runners import preprocessed_subjects
 
-    options = context.config.classify
-    grid, loaders = preprocessed_subjects(context)
     labels = [s.label for s in context.cohort.subjects]
-    if options.cv_scope == "fold":
+    scope = context.config.classify.cv_scope
+    if context.fsl is not None:
+        # No rs-fMRI to refit group ICA on in each fold: FSL's maps are used as given.
+        if scope == "fold":
+            logger.warning(
+                "classify: cv_scope = fold needs the rs-fMRI series; with an FSL "
+                "dual_regression folder as input the maps are used as given (scope: %s).",
+                EXTERNAL_SCOPE,
+            )
+        scope = EXTERNAL_SCOPE
+    if scope == "fold":
+        grid, loaders = preprocessed_subjects(context)
         features, subjects = _fold_estimator(context, grid), loaders
     else:
+        grid = Grid.from_img(output_path(context.out_dir, "mask"))
         features, subjects = _stage_maps(context, grid), list(range(len(labels)))
     result = classify_maps(
         features,
@@ -232,10 +243,11 @@ def run_classify(context: RunContext) -> list[Path]:
         labels,
         grid.mask,
         context.config,
-        cv_scope=options.cv_scope,
+        # Fixed maps are fitted on nothing, as in the cohort scope.
+        cv_scope="fold" if scope == "fold" else "cohort",
     )
     written, entry = write_classification(
-        context.out_dir, context.config, context.cohort, grid, result
+        context.out_dir, context.config, context.cohort, grid, result, cv_scope=scope
     )
     context.summary.update("classification", entry)
     return written

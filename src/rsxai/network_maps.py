@@ -87,6 +87,56 @@ def load_group_maps(path: str | Path, grid: Grid) -> np.ndarray:
     return maps
 
 
+def choose_networks(
+    components: np.ndarray,
+    grid: Grid,
+    *,
+    templates: NetworkTemplates | str | Path | None = None,
+    networks: Sequence[str] = ("sensorimotor", "visual"),
+    force: Mapping[str, int] | None = None,
+    min_r: float = 0.15,
+) -> NetworkLabels:
+    """Label group maps with the templates (built-in when ``templates`` is None).
+
+    Parameters
+    ----------
+    components : ndarray of shape (K, n_voxels)
+        Sign-fixed group maps on ``grid``.
+    grid : Grid
+    templates, networks, force, min_r
+        As :class:`NetworkMaps`.
+
+    Returns
+    -------
+    NetworkLabels
+        A requested network without a matching component has None; see
+        :func:`check_networks_found`.
+    """
+    if not isinstance(templates, NetworkTemplates):
+        templates = (
+            builtin_templates(grid) if templates is None else load_templates(templates, grid)
+        )
+    return label_components(
+        components,
+        templates,
+        networks=tuple(networks),
+        force=dict(force) if force else None,
+        min_r=min_r,
+    )
+
+
+def check_networks_found(labels: NetworkLabels, min_r: float) -> None:
+    """Raise InputError naming every requested network left without a component."""
+    missing = [name for name, index in labels.selected.items() if index is None]
+    if missing:
+        raise InputError(
+            f"networks: no component matches {', '.join(missing)} (best template r below "
+            f"min_r={min_r}). Look at the components and their template matches "
+            "(group/desc-ica_components.nii.gz and .tsv), then choose one with "
+            f"--force-component {missing[0]}=INDEX, or lower --min-template-r."
+        )
+
+
 class NetworkMaps:
     """Group ICA + network labelling + dual regression, fitted on training subjects.
 
@@ -181,27 +231,15 @@ class NetworkMaps:
                 progress=self.progress,
             ).fit(subjects)
             self.components_ = self.ica_.components_
-        if isinstance(self.templates, NetworkTemplates):
-            templates = self.templates
-        elif self.templates is None:
-            templates = builtin_templates(self.grid)
-        else:
-            templates = load_templates(self.templates, self.grid)
-        self.labels_: NetworkLabels = label_components(
+        self.labels_: NetworkLabels = choose_networks(
             self.components_,
-            templates,
-            networks=tuple(self.networks),
-            force=dict(self.force) if self.force else None,
+            self.grid,
+            templates=self.templates,
+            networks=self.networks,
+            force=self.force,
             min_r=self.min_r,
         )
-        missing = [name for name, index in self.labels_.selected.items() if index is None]
-        if missing:
-            raise InputError(
-                f"networks: no component matches {', '.join(missing)} (best template r below "
-                f"min_r={self.min_r}). Look at the components and their template matches "
-                "(group/desc-ica_components.nii.gz and .tsv), then choose one with "
-                f"--force-component {missing[0]}=INDEX, or lower --min-template-r."
-            )
+        check_networks_found(self.labels_, self.min_r)
         self.network_components_ = {
             name: int(index) for name, index in self.labels_.selected.items()
         }

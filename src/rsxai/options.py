@@ -86,6 +86,16 @@ _DATA_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "input",
+        "subjects",
+        None,
+        "With an FSL dual_regression folder as INPUT: the subjects table (TSV/CSV: "
+        "participant_id, group, covariates), one row per subject in the order of "
+        "dual_regression's input list.",
+        "--subjects",
+        nullable=True,
+    ),
+    Option(
+        "input",
         "check_data",
         True,
         "Read every image's data before any work (NaN, Inf, "

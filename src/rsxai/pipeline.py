@@ -22,11 +22,16 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from rsxai import classify_stage, explain_stage, stage_runners, stats_stage
+from rsxai import classify_stage, explain_stage, fsl_stage, stage_runners, stats_stage
 from rsxai._version import __version__
 from rsxai.cohort import Cohort
 from rsxai.config import STAGES, Config
 from rsxai.exceptions import InputError
+from rsxai.fsl_dual_regression import (
+    FSLDualRegression,
+    is_fsl_dual_regression,
+    read_fsl_dual_regression,
+)
 from rsxai.outputs import (
     Summary,
     input_checksums,
@@ -64,6 +69,8 @@ class RunContext:
     progress: bool = True
     stage_keys: dict[str, str] = field(default_factory=dict)
     current_key: str = ""
+    #: The FSL dual_regression folder the network maps come from (None: made by this run).
+    fsl: FSLDualRegression | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,16 @@ IMPLEMENTED_STAGES: tuple[Stage, ...] = (
     Stage("classify", classify_stage.run_classify, ("classify",)),
     Stage("explain", explain_stage.run_explain, ("explain",)),
 )
+
+# With an FSL dual_regression folder as input, its maps stand in for the first
+# three stages: one stage (named after the last of them, so that --stop-after
+# means the same) labels the group maps and writes the network stacks.
+FSL_STAGES: tuple[Stage, ...] = (
+    Stage("dual_regression", fsl_stage.run_fsl_networks, ("input", "ica", "networks")),
+    *IMPLEMENTED_STAGES[3:],
+)
+#: Status of the stages an FSL dual_regression folder replaces.
+FSL_GIVEN = "given (FSL dual_regression folder)"
 
 
 def package_versions() -> dict[str, str | None]:
@@ -220,8 +237,21 @@ def run(
         )
     _check_output_folder(input_path, out_dir, config.input.derivatives)
     started = time.time()
-    logger.info("Reading the cohort from %s", input_path)
-    cohort = load_cohort(input_path, config, progress=progress)
+    fsl = None
+    if is_fsl_dual_regression(input_path):
+        logger.info("Reading the FSL dual_regression folder %s", input_path)
+        fsl = read_fsl_dual_regression(
+            input_path,
+            config.input.subjects,
+            group_column=config.input.group_column,
+            positive_label=config.input.positive_label,
+            min_per_group=config.input.min_per_group,
+            group_maps=config.ica.group_maps,
+        )
+        cohort = fsl.cohort
+    else:
+        logger.info("Reading the cohort from %s", input_path)
+        cohort = load_cohort(input_path, config, progress=progress)
     for warning in cohort.warnings:
         logger.warning(warning)
     logger.info(
@@ -239,13 +269,15 @@ def run(
         for warning in cohort.warnings:
             logger.debug("Input warning: %s", warning)
         checksums = input_checksums(
-            [run_.bold for subject in cohort.subjects for run_ in subject.runs],
+            list(fsl.subject_files)
+            if fsl is not None
+            else [run_.bold for subject in cohort.subjects for run_ in subject.runs],
             output_path(out_dir, "checksum_cache"),
             n_jobs=config.run.n_jobs,
         )
         timings = {"input": {"start": _iso(started), "end": _iso(time.time())}}
         summary = _write_run_description(input_path, out_dir, config, cohort)
-        context = RunContext(config, cohort, out_dir, summary, progress=progress)
+        context = RunContext(config, cohort, out_dir, summary, progress=progress, fsl=fsl)
         inputs_key = _digest(
             [cohort.labels, cohort.groups, sorted(checksums.items()), cohort.covariates.to_json()]
         )
@@ -317,12 +349,16 @@ def _run_stages(context: RunContext, inputs_key: str) -> dict[str, dict]:
     """Run or reuse each stage up to ``stop_after``; return their timings."""
     timings: dict[str, dict] = {}
     last = STAGES.index(context.config.run.stop_after)
-    implemented = {stage.name: stage for stage in IMPLEMENTED_STAGES}
+    stages = FSL_STAGES if context.fsl is not None else IMPLEMENTED_STAGES
+    implemented = {stage.name: stage for stage in stages}
     for name in STAGES[: last + 1]:
         if name == "report":
             # Written by run() after provenance.json, from the finished outputs.
             continue
         stage = implemented.get(name)
+        if stage is None and context.fsl is not None and name in ("preprocess", "ica"):
+            timings[name] = {"status": FSL_GIVEN}
+            continue
         if stage is None:
             logger.info("Stage %s: not available in rsxai %s yet; skipped.", name, __version__)
             timings[name] = {"status": "not available"}

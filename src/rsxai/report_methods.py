@@ -66,20 +66,39 @@ def _sample(folder: ReportFolder) -> str:
     text = (
         f"The sample comprised {subjects.get('n')} participants ({groups}); "
         f"“{escape(subjects.get('positive_label'))}” was the positive (patient) class. "
-        f"Inputs were the preprocessed task-{escape(task)} BOLD series in {escape(space)} space"
     )
-    multi_run = folder.option("input", "multi_run")
-    text += "; of several runs per participant, " + (
-        "all were concatenated." if multi_run == "concatenate" else "the first was used."
-    )
+    fsl = _fsl_source(folder)
+    if fsl:
+        text += (
+            "Inputs were the subject maps of a finished FSL dual_regression run "
+            f"(<code>{escape(fsl['folder'])}</code>, {fsl['n_components']} maps per "
+            "participant); preprocessing, group ICA and dual regression were done outside "
+            "rsxai and are not described here."
+        )
+    else:
+        text += (
+            f"Inputs were the preprocessed task-{escape(task)} BOLD series in {escape(space)} "
+            "space; of several runs per participant, "
+            + (
+                "all were concatenated."
+                if folder.option("input", "multi_run") == "concatenate"
+                else "the first was used."
+            )
+        )
     if excluded:
         text += f" {len(excluded)} participant(s) were excluded (see Sample)."
     return paragraph(text)
 
 
+def _fsl_source(folder: ReportFolder) -> dict | None:
+    """The FSL dual_regression folder the subject maps came from, if any."""
+    source = folder.summary.get("network_maps_source") or {}
+    return source if source.get("kind") == "FSL dual_regression" else None
+
+
 def _preprocessing(folder: ReportFolder, cite: Citations) -> str:
     options = folder.config.get("preprocess")
-    if not options:
+    if not options or _fsl_source(folder):
         return ""
     motion = str(options.get("motion", "24"))
     regressors = [MOTION_TEXT.get(motion, f"{motion} motion regressors")]
@@ -127,7 +146,14 @@ def _ica(folder: ReportFolder, cite: Citations) -> str:
     ica, networks = folder.config.get("ica"), folder.config.get("networks", {})
     if not ica or "networks" not in folder.summary:
         return ""
-    if ica.get("group_maps"):
+    fsl = _fsl_source(folder)
+    if fsl:
+        text = (
+            f"The group maps of the FSL run were {escape(fsl['group_maps'])}"
+            if not ica.get("group_maps")
+            else f"The group maps of the FSL run were <code>{escape(ica['group_maps'])}</code>"
+        ) + "."
+    elif ica.get("group_maps"):
         text = (
             f"Group maps were not estimated: the maps of <code>{escape(ica['group_maps'])}</code> "
             "were imported."
@@ -161,6 +187,11 @@ def _ica(folder: ReportFolder, cite: Citations) -> str:
     )
     forced = networks.get("force_component") or []
     text += f"; chosen by hand: {escape(', '.join(forced))}." if forced else "."
+    if fsl:
+        return paragraph(
+            text + " Each participant's map of the chosen components was taken from FSL's "
+            f"stage-2 output{cite('beckmann2009', 'nickerson2017')}."
+        )
     des_norm = folder.option("dual_regression", "des_norm", True)
     text += (
         f" Dual regression{cite('beckmann2009', 'nickerson2017')} (FSL semantics) gave each "

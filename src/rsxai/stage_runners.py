@@ -202,7 +202,7 @@ def run_dual_regression(context: RunContext) -> list[Path]:
     columns = [f"IC{index:02d}" for index in range(n_components)]
     maps_pinv = spatial_pseudo_inverse(components)  # shared by every subject
     stacks = {name: [] for name in selection}
-    qc_rows, written = [], []
+    written = []
     results = Parallel(n_jobs=context.config.run.n_jobs, return_as="generator")(
         delayed(_dual_regress_one)(
             components, maps_pinv, load, context.config.dual_regression.des_norm
@@ -229,31 +229,63 @@ def run_dual_regression(context: RunContext) -> list[Path]:
         written.append(
             write_nifti(output_path(out_dir, "dr_zmaps", label=label), grid.to_img(result.z_maps))
         )
-        row = {"participant_id": f"sub-{label}"}
         for name, entry in selection.items():
-            subject_map = result.maps[entry["component"]]
-            stacks[name].append(subject_map)
-            row[f"r_{name}"] = float(
-                np.corrcoef(subject_map, components[entry["component"]])[0, 1]
-            )
-        qc_rows.append(row)
-    qc = pd.DataFrame(qc_rows)
+            stacks[name].append(result.maps[entry["component"]])
+    group_maps = {name: components[entry["component"]] for name, entry in selection.items()}
+    stacks = {name: np.stack(maps) for name, maps in stacks.items()}
+    return written + write_network_stacks(context, grid, selection, group_maps, stacks)
+
+
+def write_network_stacks(
+    context: RunContext,
+    grid: Grid,
+    selection: dict,
+    group_maps: dict[str, np.ndarray],
+    stacks: dict[str, np.ndarray],
+    *,
+    source: str | None = None,
+) -> list[Path]:
+    """Write each network's subject stack and order, the QC table and summary ``networks``.
+
+    Parameters
+    ----------
+    context : RunContext
+    grid : Grid
+    selection : dict
+        Network name -> ``{"component": int, "r": float}``.
+    group_maps : dict of str to ndarray of shape (n_voxels,)
+        Each network's group map.
+    stacks : dict of str to ndarray of shape (n_subjects, n_voxels)
+        Each network's stage-2 maps, rows in cohort order.
+    source : str, optional
+        Where the subject maps come from, when not from this run.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    out_dir, cohort = context.out_dir, context.cohort
+    labels = [f"sub-{s.label}" for s in cohort.subjects]
+    qc = pd.DataFrame({"participant_id": labels})
     flags = []
-    for name in selection:
-        values = qc[f"r_{name}"].to_numpy()
+    for name, maps in stacks.items():
+        centred = maps - maps.mean(axis=1, keepdims=True, dtype=np.float64)
+        reference = group_maps[name] - group_maps[name].mean(dtype=np.float64)
+        norms = np.linalg.norm(centred, axis=1) * np.linalg.norm(reference)
+        values = (centred @ reference) / np.maximum(norms, 1e-12)
+        qc[f"r_{name}"] = values
         # Robust outliers: far below the cohort's median similarity to the group map.
         median = np.median(values)
         mad = 1.4826 * np.median(np.abs(values - median)) or 1e-12
         qc[f"outlier_{name}"] = (median - values) / mad > 3.5
         flags.extend(qc.loc[qc[f"outlier_{name}"], "participant_id"].tolist())
-    written.append(write_tsv(output_path(out_dir, "dr_qc"), qc))
-    order = pd.DataFrame(
-        {"participant_id": [f"sub-{s.label}" for s in cohort.subjects], "group": cohort.groups}
-    )
+    written = [write_tsv(output_path(out_dir, "dr_qc"), qc)]
+    order = pd.DataFrame({"participant_id": labels, "group": cohort.groups})
     networks_summary = {}
     for name, maps in stacks.items():
         stack_path = write_nifti(
-            output_path(out_dir, "network_stack", network=name), grid.to_img(np.stack(maps))
+            output_path(out_dir, "network_stack", network=name), grid.to_img(maps)
         )
         order_path = write_tsv(output_path(out_dir, "network_stack_order", network=name), order)
         written += [stack_path, order_path]
@@ -265,6 +297,7 @@ def run_dual_regression(context: RunContext) -> list[Path]:
             ),
             "subject_maps": str(stack_path.relative_to(out_dir)),
             "subject_order": str(order_path.relative_to(out_dir)),
+            **({"source": source} if source else {}),
         }
     outliers = sorted(set(flags))
     if outliers:
