@@ -17,7 +17,7 @@ child, which torch follows):
   best of 5 (2 * 2048**3 FLOPs each) — the arithmetic limit;
 - training FLOPs per volume: forward and backward multiply-adds (x2) of the
   convolutions and the linear layer, from their shapes
-  (:func:`rsxai.models.flops_per_volume` with ``training=True``);
+  (:func:`rsxai.model_cost.flops_per_volume` with ``training=True``);
 - throughput: volumes through forward + backward + AdamW step per second,
   54 training volumes (one fold of 10-fold CV on 60), 10 epochs without
   validation, best of ``repeats`` runs; achieved GFLOP/s = throughput x
@@ -90,7 +90,7 @@ def measure(
     from rsxai.cnn_classifier import CNNClassifier
     from rsxai.cnn_inputs import maps_to_volumes
     from rsxai.grid import mni_brain_mask
-    from rsxai.models import count_parameters, flops_per_volume
+    from rsxai.model_cost import count_parameters, flops_per_volume
 
     mask = np.asarray(mni_brain_mask(4))
     X, y = synthetic_maps(mask)

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from rsxai.exceptions import InputError
-from rsxai.models import MapCNN3D, build_model, count_parameters, flops_per_volume
+from rsxai.model_cost import count_parameters, flops_per_volume
+from rsxai.models import MapCNN3D, build_model
 
 # MNI brain-mask bounding boxes at 4 and 2 mm (rsxai.grid.mni_brain_mask).
 BOX_4MM = (36, 45, 39)

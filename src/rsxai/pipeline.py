@@ -236,6 +236,11 @@ def run(
             "derivatives folder or a manifest TSV/CSV."
         )
     _check_output_folder(input_path, out_dir, config.input.derivatives)
+    if STAGES.index(config.run.stop_after) >= STAGES.index("classify"):
+        from rsxai.torch_runtime import resolve_device
+
+        # A GPU asked for and missing would otherwise stop the run after hours of statistics.
+        resolve_device(config.run.device)
     started = time.time()
     fsl = None
     if is_fsl_dual_regression(input_path):
