@@ -52,7 +52,7 @@ def test_attributions_on_the_gpu_equal_the_cpu(method):
     clf = CNNClassifier(MASK, **FAST).fit(X, y)
     from rsxai.cnn_inputs import maps_to_volumes
 
-    volumes = maps_to_volumes(X[:4], MASK)[:, None]
+    volumes = maps_to_volumes(X[:4], MASK)  # (4, 1, X, Y, Z)
     layer = clf.target_layer_ if method.startswith("gradcam") else None
     on_cpu = attribute(clf.model_, volumes, method=method, target=1, layer=layer)
     on_gpu = attribute(clf.model_.to("cuda"), volumes, method=method, target=1, layer=layer)
