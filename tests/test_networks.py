@@ -225,8 +225,9 @@ def test_force_out_of_range_names_option_range_and_value(builtin4, index):
     components, _ = _planted(builtin4, ["sensorimotor", "visual"], n_noise=4, seed=3)
     with pytest.raises(InputError) as error:
         label_components(components, builtin4, force={"visual": index})
-    assert str(error.value) == (
-        f"force['visual']: component index must be from 0 to 5 (6 components); got {index}."
+    assert str(error.value).startswith(
+        "force['visual'] (--force-component visual=INDEX): component index must be from 0 to 5 "
+        f"(6 components); got {index}."
     )
 
 

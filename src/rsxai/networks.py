@@ -223,12 +223,14 @@ def label_components(
         key, row = _resolve_network(name, templates, "force")
         if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
             raise InputError(
-                f"force['{name}']: component index must be an integer; got {index!r}."
+                f"force['{name}'] (--force-component {name}=INDEX): component index must be "
+                f"an integer; got {index!r}."
             )
         if not 0 <= index < n_components:
             raise InputError(
-                f"force['{name}']: component index must be from 0 to {n_components - 1} "
-                f"({n_components} components); got {index}."
+                f"force['{name}'] (--force-component {name}=INDEX): component index must be "
+                f"from 0 to {n_components - 1} ({n_components} components); got {index}. The "
+                "components are numbered from 0 in group/desc-ica_components.tsv."
             )
         if int(index) in forced.values():
             raise InputError(
