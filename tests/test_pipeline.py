@@ -145,10 +145,18 @@ def test_dual_regression_outputs_and_subject_stacks(finished_run, simulated):
 def test_group_statistics_per_network_and_contrast(finished_run):
     stats = json.loads((finished_run / "summary.json").read_text())["stats"]
     assert stats["n_tests"] == 4  # 2 networks x 2 contrasts
+    assert {k: stats["tfce"][k] for k in ("H", "E", "connectivity")} == {
+        "H": 2.0,
+        "E": 0.5,
+        "connectivity": 6,
+    }
     for network in ("sensorimotor", "visual"):
         for contrast in ("patients>controls", "controls>patients"):
             entry = stats["networks"][network][contrast]
             assert entry["n_permutations"] == 200
+            t_map = np.asarray(nib.load(finished_run / entry["maps"]["t"]).dataobj)
+            top = t_map.max() if t_map.max() > 0 else np.abs(t_map).max()
+            assert entry["tfce_dh"] == pytest.approx(top / 100, rel=1e-3)
             log_p = np.asarray(nib.load(finished_run / entry["maps"]["logpFWEtfce"]).dataobj)
             # The smallest possible permutation p is 1/200.
             assert log_p.max() <= np.log10(200) + 1e-6

@@ -242,7 +242,9 @@ def _stats(folder: ReportFolder, cite: Citations) -> str:
         recorded = "" if tfce else " (rsxai defaults; not recorded in summary.json)"
         text += (
             f"Statistics were enhanced by TFCE{cite('smith2009')} with H = {h}, E = {e} and "
-            f"{connectivity}-connectivity{recorded}. "
+            f"{connectivity}-connectivity{recorded}"
+            + (", in height steps of 1/100 of each map's maximum t" if "dh" in tfce else "")
+            + ". "
         )
     text += (
         "Family-wise error was controlled by the distribution of the maximum statistic over "

@@ -38,6 +38,9 @@ ALPHA = 0.05
 
 #: Neighbourhood of the cluster tables: FSL ``cluster``'s, faces, edges and corners.
 CLUSTER_CONNECTIVITY = 26
+#: TFCE parameters (Smith & Nichols 2009's recommended H, E; FSL randomise's
+#: default 6-connectivity), passed explicitly and recorded in summary.json.
+TFCE_SETTINGS = {"H": 2.0, "E": 0.5, "connectivity": 6}
 
 
 def _minus_log10(p: np.ndarray) -> np.ndarray:
@@ -180,6 +183,9 @@ def write_stats(
                 contrast=contrast,
                 n_permutations=options.n_permutations,
                 tfce=options.tfce,
+                tfce_h=TFCE_SETTINGS["H"],
+                tfce_e=TFCE_SETTINGS["E"],
+                tfce_connectivity=TFCE_SETTINGS["connectivity"],
                 exchangeability_blocks=blocks,
                 random_state=config.run.random_seed,
                 n_jobs=config.run.n_jobs,
@@ -225,6 +231,7 @@ def write_stats(
                 "maps": paths,
                 "n_clusters": len(clusters),
                 "clusters": str(clusters_path.relative_to(out_dir)),
+                **({"tfce_dh": float(result.tfce_dh)} if result.tfce is not None else {}),
             }
     entry = {
         "n_tests": n_tests,
@@ -237,4 +244,6 @@ def write_stats(
         "covariates": list(options.covariates),
         "networks": results,
     }
+    if options.tfce:
+        entry["tfce"] = {**TFCE_SETTINGS, "dh": "each map's maximum |t| / 100 (tfce_dh)"}
     return written, entry
