@@ -81,6 +81,24 @@ def test_agreement_spearman_matches_scipy_against_absolute_t():
     assert result["reason"] == ""
 
 
+def test_agreement_inside_the_network_region_sees_what_the_brain_hides():
+    # Outside the network, relevance and |t| are unrelated noise that swamps the
+    # whole-brain ranks; inside it, relevance follows |t|.
+    rng = np.random.default_rng(4)
+    v = 2000
+    region = np.zeros(v, dtype=bool)
+    region[:150] = True
+    t_map = rng.normal(size=v)
+    group = rng.normal(size=v)
+    group[region] = np.abs(t_map[region]) + rng.normal(scale=0.3, size=region.sum())
+    result = agreement(group, t_map, np.abs(t_map) > 10, region=region)
+    expected = stats.spearmanr(group[region], np.abs(t_map[region])).statistic
+    assert result["spearman_region"] == pytest.approx(expected)
+    assert result["spearman_region"] > 0.7 > 0.3 > result["spearman_r"]
+    assert result["n_region"] == 150
+    assert np.isnan(agreement(group, t_map, np.abs(t_map) > 10)["spearman_region"])
+
+
 def test_agreement_dice_is_one_when_top_voxels_are_the_significant_ones():
     v = 400
     group = np.linspace(0.0, 1.0, v)  # highest relevance at the end

@@ -33,6 +33,7 @@ def group_results(
     abs_t: np.ndarray | None = None,
     significant: np.ndarray | None = None,
     effect_region: np.ndarray | None = None,
+    network_region: np.ndarray | None = None,
     top_fraction: float = 0.05,
     atlas: str = "harvard_oxford",
 ) -> dict:
@@ -51,6 +52,9 @@ def group_results(
         them there is no agreement.
     effect_region : ndarray of bool, shape (n_voxels,), optional
         A planted effect (simulated data); without it there is no localisation.
+    network_region : ndarray of bool, shape (n_voxels,), optional
+        The network's territory, where the agreement's rank correlation is
+        also computed (``spearman_region``).
     top_fraction : float, default=0.05
         Top voxels compared with the significant ones (Dice).
     atlas : str, default="harvard_oxford"
@@ -100,7 +104,9 @@ def group_results(
     agreements = []
     if abs_t is not None and significant is not None:
         for desc in COMPARED_MAPS:
-            result = agreement(group[desc], abs_t, significant, top_fraction=top_fraction)
+            result = agreement(
+                group[desc], abs_t, significant, top_fraction=top_fraction, region=network_region
+            )
             agreements.append({"map": desc, "spearman": result.pop("spearman_r")} | result)
     located = []
     if effect_region is not None:

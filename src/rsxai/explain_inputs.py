@@ -32,6 +32,9 @@ EFFECT_REGION_FRACTION = 0.5
 
 #: The first repeat of the cross-validation is explained: its held-out maps are written.
 EXPLAINED_REPEAT = 0
+#: A network's territory: voxels of its group map above this z (across voxels),
+#: the threshold at which FSL's MELODIC reports show component maps.
+NETWORK_REGION_Z = 2.3
 
 
 @dataclass
@@ -134,8 +137,10 @@ def statistics_maps(out_dir: Path, summary: dict, network: str, grid: Grid) -> d
     -------
     dict or None
         ``abs_t`` (n_voxels,), ``significant`` (n_voxels,) bool, ``t_map``
-        (path relative to the folder), ``contrasts`` (list), ``inference``;
-        None when the stats stage left no maps for the network.
+        (path relative to the folder), ``contrasts`` (list), ``inference``,
+        ``network_region`` (n_voxels,) bool or None: the network's territory
+        (:func:`network_region`); None when the stats stage left no maps for
+        the network.
     """
     contrasts = (summary.get("stats") or {}).get("networks", {}).get(network)
     if not contrasts:
@@ -169,7 +174,27 @@ def statistics_maps(out_dir: Path, summary: dict, network: str, grid: Grid) -> d
         "t_map": first["maps"]["t"],
         "contrasts": chosen,
         "inference": first.get("inference"),
+        "network_region": network_region(out_dir, summary, network, grid),
     }
+
+
+def network_region(out_dir: Path, summary: dict, network: str, grid: Grid) -> np.ndarray | None:
+    """The network's territory: its group map z-scored across voxels, above NETWORK_REGION_Z.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_voxels,), or None
+        None when the group map is not in the folder or nothing is above the threshold.
+    """
+    relative = (summary.get("networks") or {}).get(network, {}).get("group_map")
+    if not relative or not (out_dir / relative).exists():
+        return None
+    values = _masked(out_dir / relative, grid).reshape(-1).astype(np.float64)
+    spread = values.std()
+    if spread == 0:
+        return None
+    region = (values - values.mean()) / spread > NETWORK_REGION_Z
+    return region if region.any() else None
 
 
 def _masked(path: Path, grid: Grid) -> np.ndarray:

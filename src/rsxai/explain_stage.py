@@ -252,6 +252,7 @@ def explain_network(
                 abs_t=None if statistics is None else statistics["abs_t"],
                 significant=None if statistics is None else statistics["significant"],
                 effect_region=effect_region,
+                network_region=None if statistics is None else statistics["network_region"],
                 top_fraction=options.top_fraction,
             )
             group = results["group"]

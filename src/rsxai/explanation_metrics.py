@@ -134,6 +134,7 @@ def agreement(
     fwe_significant: np.ndarray,
     *,
     top_fraction: float = 0.05,
+    region: np.ndarray | None = None,
 ) -> dict:
     """How far a group explanation map agrees with the group statistics of the same network.
 
@@ -150,6 +151,10 @@ def agreement(
     top_fraction : float, default=0.05
         Share of voxels, highest relevance first, compared with the
         significant ones.
+    region : ndarray of bool, shape (n_voxels,), optional
+        The network's own territory: the rank correlation is also computed
+        inside it alone. Over the whole brain most voxels carry neither
+        relevance nor effect, and their noise dominates the ranks.
 
     Returns
     -------
@@ -158,6 +163,10 @@ def agreement(
     spearman_r : float
         Spearman correlation of ``group_map`` with ``|t_map|`` over the voxels
         where both are finite (no p-value: see the module notes).
+    spearman_region : float
+        The same inside ``region`` only; NaN without a region.
+    n_region : int
+        Voxels compared inside ``region``.
     dice : float
         Dice overlap ``2|A & S| / (|A| + |S|)`` of the top voxels ``A``
         (``round(top_fraction * n_voxels)``, at least 1, ties broken by voxel
@@ -191,8 +200,15 @@ def agreement(
     )
     n_voxels = int(compared.sum())
     n_significant = int(significant.sum())
+    in_region = (
+        np.zeros(n_voxels, dtype=bool)
+        if region is None
+        else _as_1d(region, "region", n).astype(bool)[compared]
+    )
     result = {
         "spearman_r": np.nan,
+        "spearman_region": np.nan,
+        "n_region": int(in_region.sum()),
         "dice": np.nan,
         "dice_chance": np.nan,
         "n_voxels": n_voxels,
@@ -211,6 +227,12 @@ def agreement(
         reasons.append("the group map or |t| is constant: no rank correlation")
     else:
         result["spearman_r"] = float(stats.spearmanr(relevance, abs_t).statistic)
+    if region is not None:
+        inside = relevance[in_region], abs_t[in_region]
+        if in_region.sum() < 3 or np.ptp(inside[0]) == 0 or np.ptp(inside[1]) == 0:
+            reasons.append("fewer than 3 voxels, or constant maps, inside the network region")
+        else:
+            result["spearman_region"] = float(stats.spearmanr(*inside).statistic)
 
     n_top = max(1, round(top_fraction * n_voxels))
     result["n_top"] = n_top

@@ -166,9 +166,11 @@ def _network(folder: ReportFolder, network: str, matches: list[dict]) -> str:
                 "xai_agreement",
                 network,
                 "Agreement with the group statistics",
-                "Spearman correlation between the group relevance map and the group statistic "
-                "map; Dice overlap between their suprathreshold voxels; n_significant: voxels "
-                "significant in the statistics.",
+                "Spearman correlation between the group relevance map and |t| of the group "
+                "comparison, over the brain (spearman) and inside the network's territory "
+                "(spearman_region: group map z > 2.3, n_region voxels); Dice overlap between "
+                "the top relevance voxels and the FWE-significant ones (dice_chance: expected "
+                "at random); n_significant: voxels significant in the statistics.",
             ),
         )
     )

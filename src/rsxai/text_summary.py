@@ -72,6 +72,8 @@ def text_summary(out_dir: str | Path) -> str:
                 parts = [f"Explanation {network} {label} ({target}):"]
                 if "spearman" in agreement:
                     parts.append(f"Spearman r with |t| {agreement['spearman']:.2f},")
+                    if agreement.get("spearman_region") is not None:
+                        parts.append(f"{agreement['spearman_region']:.2f} inside the network,")
                     dice = agreement.get("dice")
                     parts.append(f"Dice {'n/a' if dice is None else f'{dice:.2f}'},")
                 if localisation.get("mass_ratio") is not None:
