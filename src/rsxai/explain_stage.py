@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,7 +44,6 @@ from rsxai.grid import Grid
 from rsxai.outputs import Summary, output_path, write_nifti, write_tsv
 
 if TYPE_CHECKING:
-    from rsxai.cnn_classifier import CNNClassifier
     from rsxai.config import Config
     from rsxai.pipeline import RunContext
 
@@ -173,12 +171,14 @@ def explain_network(
     effect_region: np.ndarray | None,
 ) -> tuple[dict, list[Path]]:
     """Explain one network's held-out subjects; write its outputs; return its summary entry."""
+    from rsxai.classify_stage import cnn_estimator
+
     options, seed = config.explain, config.run.random_seed
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     data = load_heldout(out_dir, network, grid, device=config.run.device)
     # The CNN as the classify stage builds it: its settings (threads, training) apply here.
-    estimator = _run_cnn(config, grid, data.y_true)
+    estimator = cnn_estimator(config, grid.mask) if "cnn" in config.classify.models else None
     for model in data.fold_models.values():
         model.set_params(n_threads=estimator.n_threads if estimator is not None else None)
     settings = AttributionSettings(
@@ -399,13 +399,3 @@ def _folder_config(out_dir: Path) -> Config:
 
     path = output_path(out_dir, "config")
     return resolve_config(load_config_file(path) if path.exists() else None)
-
-
-def _run_cnn(config: Config, grid: Grid, y: np.ndarray) -> CNNClassifier | None:
-    """The unfitted CNN of the run's [classify] options (None when the CNN is not among them)."""
-    from rsxai.classify_stage import build_models
-
-    # build_models reads the configuration and the labels (for the baselines' inner
-    # folds) only: a namespace with both stands for the run context.
-    context = SimpleNamespace(config=config, cohort=SimpleNamespace(y=y))
-    return build_models(context, grid.mask).get("cnn")
