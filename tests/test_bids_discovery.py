@@ -115,6 +115,13 @@ def test_read_sidecar_tr(tmp_path):
     path.write_text("{not json")
     tr, problem = read_sidecar_tr(path)
     assert tr is None and problem.startswith(f"{path}: cannot read this JSON sidecar")
+    # Found by fuzzing: JSON nested past Python's recursion limit raised RecursionError.
+    path.write_text("[" * 100_000)
+    tr, problem = read_sidecar_tr(path)
+    assert tr is None and problem.startswith(f"{path}: cannot read this JSON sidecar (maximum")
+    path.write_text(json.dumps({"RepetitionTime": float("nan")}))  # json writes NaN
+    tr, problem = read_sidecar_tr(path)
+    assert tr is None and "RepetitionTime is nan; it must be the TR in seconds" in problem
 
 
 def test_bad_sidecar_is_reported_by_from_bids(tmp_path):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
-from rsxai import __version__
-from rsxai.cli import EXIT_INPUT_ERROR, build_parser, main
+from rsxai import __version__, cli
+from rsxai.cli import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, build_parser, main
 
 
 def test_version(capsys):
@@ -66,3 +69,30 @@ def test_stop_after_choices():
     assert vars(args)["run.stop_after"] == "ica"
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "in", "out", "--stop-after", "nothing"])
+
+
+@pytest.mark.parametrize("output_exists", [True, False])
+def test_bug_is_one_line_with_the_traceback_in_a_log(tmp_path, capsys, monkeypatch, output_exists):
+    def broken(args, argv):
+        raise ZeroDivisionError("division by zero\nin a stage")
+
+    monkeypatch.setattr(cli, "_run_command", broken)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a log goes without OUT
+    out = tmp_path / "out"
+    if output_exists:
+        out.mkdir()
+    code = main(["run", str(tmp_path), str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == EXIT_INTERNAL_ERROR
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith(
+        "rsxai: internal error: ZeroDivisionError: division by zero in a stage. This is a bug in "
+        "rsxai"
+    )
+    log = err.rsplit("the traceback in ", 1)[1].strip().removesuffix(".")
+    expected_folder = out if output_exists else tmp_path
+    assert Path(log).parent == expected_folder
+    text = Path(log).read_text(encoding="utf-8")
+    assert text.startswith("Traceback") and "ZeroDivisionError" in text and "broken" in text
+    assert main(["run", str(tmp_path), str(out), "-v"]) == EXIT_INTERNAL_ERROR
+    assert "Traceback" in capsys.readouterr().err  # -v shows it on the console too

@@ -431,3 +431,55 @@ def test_participants_written_by_helper_round_trip(tmp_path):
     assert problems == [] and columns == ["x"]
     assert table["A1"].group == "NA" and table["A1"].values == {"x": None}
     assert table["B2"].group == "hc" and table["B2"].values == {"x": "1"}
+
+
+# Regressions found by fuzzing (tests/test_input_fuzz.py): each once crashed or misled.
+def test_trailing_tabs_in_participants_tsv_do_not_shift_columns(tmp_path):
+    tree = make_fmriprep_tree(tmp_path / "ds", default_groups(2), extras=False)
+    expected = Cohort.from_bids(tree.root)
+    lines = tree.participants.read_text().splitlines()
+    # On the rows only, pandas read 'ALS' as participant_id (the labels as an index).
+    tree.participants.write_text("\n".join([lines[0], *(f"{line}\t" for line in lines[1:])]))
+    cohort = Cohort.from_bids(tree.root)
+    assert cohort.labels == expected.labels and cohort.groups == expected.groups
+    # On every line, the nameless empty column is no covariate.
+    tree.participants.write_text("".join(f"{line}\t\n" for line in lines))
+    assert list(Cohort.from_bids(tree.root).covariates.columns) == ["age", "sex"]
+
+
+def test_participants_tsv_layout_problems(tmp_path):
+    tree = make_fmriprep_tree(tmp_path / "ds", default_groups(2), extras=False)
+    lines = tree.participants.read_text().splitlines()
+    tree.participants.write_text("\n".join([lines[0], lines[1] + "\t1.80", *lines[2:]]))
+    with pytest.raises(InputError) as error:
+        Cohort.from_bids(tree.root)
+    assert error.value.problems == [
+        f"{tree.participants} line(s) 2: more values than the header has columns (4). Check "
+        "the delimiter ('\\t') and quoting, or name the extra columns in the header."
+    ]
+    tree.participants.write_text(
+        "\n".join([lines[0] + "\tgroup", *(f"{r}\tx" for r in lines[1:])])
+    )
+    with pytest.raises(InputError, match=r"column\(s\) 'group' appear more than once"):
+        Cohort.from_bids(tree.root)
+
+
+def test_manifest_path_that_cannot_be_used(tmp_path):
+    # A name longer than the file system allows raised OSError from Path.is_file().
+    path = _write_manifest(tmp_path, "\t", "m.tsv")
+    long_name = "x" * 3000
+    path.write_text(path.read_text().replace("data/01/bold.nii.gz", long_name, 1))
+    with pytest.raises(InputError) as error:
+        Cohort.from_manifest(path)
+    assert error.value.problems[0] == (
+        f"{path} line 2: the bold path '{'x' * 57}...' cannot be used (File name too long). "
+        "Correct the cell."
+    )
+    # A quote left open makes a cell of several lines, which would split the message.
+    path.write_text('subject\tbold\tgroup\n01\t"a.nii\tALS\n02\t"b.nii\tHC\n')
+    with pytest.raises(InputError) as error:
+        Cohort.from_manifest(path)
+    assert error.value.problems == [
+        f"{path} line 2: the bold path 'a.nii\\tALS\\n02\\tb.nii' cannot be used (it holds a "
+        "line break or another control character). Correct the cell."
+    ]

@@ -205,8 +205,50 @@ def test_bad_scrub_options_and_data(tmp_path):
     table.loc[10, "csf"] = np.nan
     table.to_csv(tsv, sep="\t", index=False, na_rep="n/a")
     with pytest.raises(
-        InputError, match=r"'csf' has missing values \(n/a\) at volume\(s\) \[10\]"
+        InputError, match=r"'csf' has missing \(n/a\) or infinite values at volume\(s\) \[10\]"
     ):
         load_confounds(tsv)
     with pytest.raises(InputError, match=r"not found"):
         load_confounds(tmp_path / "absent.tsv")
+
+
+# Regressions found by fuzzing (tests/test_input_fuzz.py): each once crashed or misled.
+def test_text_in_a_column_used_is_named(tmp_path):
+    # Squaring or differencing text raised TypeError; text in FD raised ValueError.
+    table = fmriprep_table().drop(columns=["trans_x_power2", "trans_x_derivative1"])
+    table["trans_x"] = table["trans_x"].astype(object)
+    table.loc[3, "trans_x"] = "1,5"
+    table["framewise_displacement"] = table["framewise_displacement"].astype(object)
+    table.loc[7, "framewise_displacement"] = "high"
+    _, tsv = write_run(tmp_path, table)
+    with pytest.raises(InputError) as caught:
+        load_confounds(tsv, scrub_fd=0.5)
+    assert caught.value.problems == [
+        f"{tsv}: column 'trans_x' holds text ('1,5' at volume 3); it must hold numbers (or n/a). "
+        "Give fMRIPrep's confounds TSV unchanged.",
+        f"{tsv}: column 'framewise_displacement' holds text ('high' at volume 7); it must hold "
+        "numbers (or n/a). Give fMRIPrep's confounds TSV unchanged.",
+    ]
+
+
+def test_infinite_values_are_refused(tmp_path):
+    # An Inf turned the demeaned regressors into NaN without a word.
+    table = fmriprep_table()
+    table.loc[4, "csf"] = np.inf
+    _, tsv = write_run(tmp_path, table)
+    with pytest.raises(
+        InputError, match=r"'csf' has missing \(n/a\) or infinite values at volume\(s\) \[4\]"
+    ):
+        load_confounds(tsv)
+
+
+def test_trailing_tabs_do_not_shift_columns(tmp_path):
+    # pandas took the first column of rows one field longer than the header as an index.
+    _, tsv = write_run(tmp_path, fmriprep_table())
+    expected, _ = load_confounds(tsv)
+    lines = tsv.read_text().splitlines()
+    tsv.write_text("\n".join([lines[0], *(line + "\t" for line in lines[1:])]) + "\n")
+    np.testing.assert_array_equal(load_confounds(tsv)[0], expected)
+    tsv.write_text("\n".join([lines[0], *(line + "\t0.5" for line in lines[1:])]) + "\n")
+    with pytest.raises(InputError, match=r"line\(s\) 2, 3, 4, 5, 6, \.\.\.: more values than"):
+        load_confounds(tsv)

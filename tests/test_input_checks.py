@@ -21,6 +21,7 @@ from rsxai.cohort import Cohort
 from rsxai.cohort_subjects import Subject
 from rsxai.exceptions import InputError
 from rsxai.grid import MNI_FOV_MAX, MNI_FOV_MIN, mni_grid
+from rsxai.input_checks import check_mask
 from rsxai.nifti_scan import header_tr, mni_placement, scan_image_data
 
 CHECKS = {"min_volumes": 10, "min_per_group": 3}
@@ -360,3 +361,101 @@ def test_mni_placement():
     # Overlap of [-62, 122] x [-88, 132] x [-74, 110] with the MNI box, by hand.
     assert distance == pytest.approx(50.0)
     assert coverage == pytest.approx((152 * 178 * 180) / (180 * 216 * 180))
+
+
+# Regressions found by fuzzing (tests/test_input_fuzz.py): each once crashed or misled.
+def _rewrite_header(path, **fields):
+    """Set raw header fields of a .nii.gz in place, leaving nibabel no chance to fix them."""
+    content = gzip.decompress(path.read_bytes())
+    header = nib.Nifti1Header(content[:348])
+    for key, value in fields.items():
+        header[key] = value
+    path.write_bytes(gzip.compress(header.binaryblock + content[348:]))
+
+
+def test_undefined_time_unit_code_is_taken_as_seconds(tree):
+    # xyzt_units 7 + 80: codes NIfTI does not define; nibabel's get_xyzt_units raises KeyError.
+    _rewrite_header(tree.bold("01"), xyzt_units=87)
+    assert header_tr(nib.load(tree.bold("01")).header) == pytest.approx(2.0)
+    assert Cohort.from_bids(tree.root).validate(**CHECKS).tr == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "srow_x", [[np.nan, 0, 0, -90], [0, 0, 0, -90]], ids=["not-finite", "singular"]
+)
+def test_unusable_affine(tree, srow_x):
+    # A NaN affine once passed the MNI check (NaN compares False) and reached preprocessing.
+    _rewrite_header(tree.bold("02"), srow_x=srow_x, qform_code=0)
+    problems = _problems(Cohort.from_bids(tree.root))
+    assert problems[0] == (
+        f"sub-02: {tree.bold('02')} has an unusable affine (non-finite values, or voxel axes "
+        "that do not span 3D space), so it cannot be placed in MNI space. Give the image as "
+        "written by fMRIPrep."
+    )
+
+
+def test_header_claiming_huge_data_is_reported_not_allocated(tree):
+    # Reading what such headers claim raised MemoryError (BOLD scan and mask data).
+    huge = [4, 32000, 32000, 2000, 30000, 1, 1, 1]
+    _rewrite_header(tree.bold("03"), dim=huge)
+    _rewrite_header(tree.mask("04"), dim=[3, *huge[1:4], 1, 1, 1, 1])
+    problems = _problems(Cohort.from_bids(tree.root))
+    assert any(
+        p.startswith(f"sub-03: {tree.bold('03')} is truncated or corrupt (the data end after")
+        for p in problems
+    )
+    assert f"sub-04: mask {tree.mask('04')} is on a different grid (shape 32000x32000x2000)" in (
+        "\n".join(problems)
+    )
+
+
+def test_axis_of_length_zero_or_less(tree):
+    # A 0-volume series was "4D ... must be 4D"; a negative length crashed the data scan.
+    for label, length in (("01", 0), ("02", -5)):
+        _rewrite_header(tree.bold(label), dim=[4, 19, 23, 19, length, 1, 1, 1])
+    problems = _problems(Cohort.from_bids(tree.root))
+    for label, shape in (("01", "19x23x19x0"), ("02", "19x23x19x-5")):
+        assert (
+            f"sub-{label}: {tree.bold(label)} has shape {shape}: an axis of length 0 or less "
+            "holds no data; re-run fMRIPrep" in "\n".join(problems)
+        )
+
+
+def test_mask_of_rgb_values(tree):
+    # np.any on RGB records raised TypeError.
+    affine, shape = mni_grid(VOXEL_MM)
+    rgb = np.zeros(shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, affine), tree.mask("05"))
+    problem = _only_problem(Cohort.from_bids(tree.root))
+    assert problem.startswith(
+        f"sub-05: mask {tree.mask('05')} stores [('R', 'u1'), ('G', 'u1'), ('B', 'u1')] values, "
+        "not 0/1 numbers."
+    )
+
+
+def test_error_texts_stay_on_one_line(tree):
+    # nibabel's "Expected N bytes ... \n - could the file be damaged?" split a problem in two.
+    mask = tree.mask("06").with_name(tree.mask("06").name.removesuffix(".gz"))
+    nib.save(nib.load(tree.mask("06")), mask)
+    mask.write_bytes(mask.read_bytes()[:-100])
+    problems = check_mask(
+        mask,
+        prefix="sub-06",
+        bold_affine=mni_grid(VOXEL_MM)[0],
+        bold_shape=(19, 23, 19),
+        check_data=True,
+    )
+    assert len(problems) == 1 and "\n" not in problems[0]
+    assert problems[0].startswith(f"sub-06: mask {mask} is truncated or corrupt (")
+
+
+def test_confounds_are_checked_as_preprocessing_reads_them(tree):
+    # Trailing tabs shifted every column in pandas; the strategy's columns are checked early.
+    path = tree.confounds("01")
+    path.write_text("".join(line + "\t\n" for line in path.read_text().splitlines()))
+    validated = Cohort.from_bids(tree.root).validate(**CHECKS)
+    assert validated.subjects[0].runs[0].n_volumes == 20
+    problems = _problems(Cohort.from_bids(tree.root), confounds_strategy={"motion": "6"})
+    # The fixture's tables have trans_x and rot_x only: every run lacks four columns.
+    assert len(problems) == 6 * 4 and all("is missing; motion='6' needs it" in p for p in problems)
+    assert problems[0].startswith(f"sub-01: confounds file {path}: column 'trans_y' is missing")

@@ -327,10 +327,11 @@ def read_sidecar_tr(sidecar: Path) -> tuple[float | None, str | None]:
     try:
         with open(sidecar, encoding="utf-8") as stream:
             content = json.load(stream)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
+        # RecursionError: JSON nested deeper than Python's recursion limit.
         return None, (
-            f"{sidecar}: cannot read this JSON sidecar ({error}). Fix the JSON or delete the "
-            "file (the TR is then read from the NIfTI header)."
+            f"{sidecar}: cannot read this JSON sidecar ({' '.join(str(error).split())}). Fix "
+            "the JSON or delete the file (the TR is then read from the NIfTI header)."
         )
     value = content.get("RepetitionTime") if isinstance(content, Mapping) else None
     if value is None:

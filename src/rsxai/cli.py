@@ -1,7 +1,9 @@
 """The ``rsxai`` command line.
 
 Bad input ends with one line per problem on stderr and exit code 2, never a
-traceback; an unexpected error (a bug) keeps its traceback, written to the log.
+traceback. An unexpected error (a bug) ends with one line on stderr and exit
+code 1; its traceback is kept in a log file (OUTPUT_DIR/rsxai.log, or a new
+file in the temporary folder) and also printed with ``-v``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
+import traceback
 import warnings
 from collections.abc import Sequence
 
@@ -19,6 +23,7 @@ from rsxai.exceptions import InputError
 
 logger = logging.getLogger("rsxai")
 
+EXIT_INTERNAL_ERROR = 1
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -188,6 +193,37 @@ def _demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_bug(args: argparse.Namespace, error: Exception) -> int:
+    """One line on stderr for an unexpected error; its traceback kept in a log file."""
+    details = traceback.format_exc()
+    out_dir = getattr(args, "output_dir", None)
+    try:
+        if out_dir is not None and out_dir.is_dir():
+            from rsxai.outputs import output_path
+
+            log = output_path(out_dir, "log")
+            with open(log, "a", encoding="utf-8") as stream:
+                stream.write(details)
+        else:
+            with tempfile.NamedTemporaryFile(
+                "w", prefix="rsxai-error-", suffix=".log", delete=False, encoding="utf-8"
+            ) as stream:
+                stream.write(details)
+                log = stream.name
+    except OSError:  # nowhere to keep it: the traceback itself is the report
+        print(details, file=sys.stderr)
+        log = "the traceback above"
+    if args.verbose:
+        print(details, file=sys.stderr)
+    reason = " ".join(f"{type(error).__name__}: {error}".split())
+    print(
+        f"rsxai: internal error: {reason}. This is a bug in rsxai (bad input should end in a "
+        f"clear message instead); please report it with the traceback in {log}.",
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rsxai`` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -220,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rsxai: interrupted; finished outputs are kept and reused next time.", file=sys.stderr
         )
         return EXIT_INTERRUPTED
+    except Exception as error:  # a bug, not bad input: one line here, the traceback in a log
+        return _report_bug(args, error)
 
 
 if __name__ == "__main__":  # pragma: no cover

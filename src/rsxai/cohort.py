@@ -313,6 +313,7 @@ class Cohort:
         check_data: bool = True,
         n_jobs: int = 1,
         progress: bool = False,
+        confounds_strategy: dict | None = None,
     ) -> Cohort:
         """Check every input; return the cohort with each run's TR and length filled in.
 
@@ -332,6 +333,11 @@ class Cohort:
             Runs checked at once (joblib).
         progress : bool, default=False
             Show a progress bar.
+        confounds_strategy : dict, optional
+            Keyword arguments of :func:`rsxai.confounds.load_confounds` that
+            preprocessing will use: each confounds table must then hold the
+            columns they need, as numbers. None only checks that the tables
+            can be read and have one row per volume.
 
         Returns
         -------
@@ -358,6 +364,7 @@ class Cohort:
             check_data=check_data,
             n_jobs=n_jobs,
             progress=progress,
+            confounds_strategy=confounds_strategy,
         )
         warnings, checked_runs = [], {}
         for subject, run, _, check in checked:

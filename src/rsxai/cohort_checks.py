@@ -100,8 +100,11 @@ def check_runs(
     check_data: bool,
     n_jobs: int = 1,
     progress: bool = False,
+    confounds_strategy: dict | None = None,
 ) -> list[tuple[Subject, Run, str, RunCheck]]:
     """Check every run of every subject, in parallel.
+
+    ``confounds_strategy`` is passed to :func:`rsxai.input_checks.check_run`.
 
     Returns
     -------
@@ -118,6 +121,7 @@ def check_runs(
             prefix=name,
             min_volumes=min_volumes,
             check_data=check_data,
+            confounds_strategy=confounds_strategy,
         )
         for _, run, name in jobs
     )

@@ -13,14 +13,17 @@ signal, no scrubbing) it is nilearn's ``load_confounds_strategy("simple")``.
 
 from __future__ import annotations
 
+import csv
 import itertools
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from rsxai.exceptions import InputError
+from rsxai.participant_tables import table_layout
 
 MOTION_BASE = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 # Suffixes fMRIPrep appends to a base regressor, for each motion model.
@@ -139,6 +142,9 @@ def load_confounds(
     if scrub_fd is not None:
         needs[FRAMEWISE_DISPLACEMENT] = f"scrub_fd={scrub_fd!r}"
 
+    _check_numeric(
+        table, [*needs, *(c for c in table.columns if c.startswith("non_steady"))], path
+    )
     _add_expansions(table, columns)
     # Expansions are computed from their base column, so a missing base is
     # the one thing to report (once, not once per expansion).
@@ -164,10 +170,12 @@ def load_confounds(
         # copies the second volume's value there, and so do we.
         first_nan = np.isnan(selected[0])
         selected[0, first_nan] = selected[1, first_nan]
-    bad_rows = np.isnan(selected)
+    # Infinite values (or squares too large for float64) would turn the demeaned
+    # regressors into NaN, as surely as a missing value.
+    bad_rows = ~np.isfinite(selected)
     if bad_rows.any():
         raise InputError(
-            f"{path}: column {columns[j]!r} has missing values (n/a) at volume(s) "
+            f"{path}: column {columns[j]!r} has missing (n/a) or infinite values at volume(s) "
             f"{np.flatnonzero(bad_rows[:, j]).tolist()[:10]}; only the first volume of a "
             "derivative may be n/a. Check the file or choose a strategy without this column."
             for j in np.flatnonzero(bad_rows.any(axis=0))
@@ -187,9 +195,13 @@ def load_confounds(
 
     sample_mask = None if not censored.any() else np.flatnonzero(~censored)
     if sample_mask is not None and sample_mask.size == 0:
+        reason = "marked non-steady-state" + (
+            "" if scrub_fd is None else f" or with framewise displacement > {scrub_fd} mm"
+        )
         raise InputError(
-            f"{path}: every one of the {n_volumes} volumes is censored (non-steady-state "
-            f"or framewise displacement > {scrub_fd} mm); raise scrub_fd or leave this run out."
+            f"{path}: every one of the {n_volumes} volumes is censored ({reason}); "
+            + ("raise scrub_fd or " if scrub_fd is not None else "")
+            + "leave this run out."
         )
     kept = slice(None) if sample_mask is None else sample_mask
     selected -= selected[kept].mean(axis=0)
@@ -236,16 +248,46 @@ def _read_table(path: Path) -> pd.DataFrame:
             "*_desc-confounds_timeseries.tsv of this run, or no confounds file."
         )
     try:
-        # pandas reads fMRIPrep's "n/a" as NaN by default, as nilearn relies on.
-        table = pd.read_csv(path, sep="\t")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        _, problems = table_layout(path, "\t")
+        if problems:
+            raise InputError(problems)
+        with warnings.catch_warnings():
+            # index_col=False: trailing tabs (checked empty above) are dropped rather than
+            # turning the first column into an index that shifts every regressor.
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            # pandas reads fMRIPrep's "n/a" as NaN by default, as nilearn relies on.
+            table = pd.read_csv(path, sep="\t", index_col=False)
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        csv.Error,
+        OSError,
+    ) as error:
         raise InputError(
-            f"{path}: cannot be read as a tab-separated confounds table ({error}). "
+            f"{path}: cannot be read as a tab-separated confounds table "
+            f"({' '.join(str(error).split())}). "
             "Give fMRIPrep's *_desc-confounds_timeseries.tsv."
         ) from error
     if len(table) == 0:
         raise InputError(f"{path}: the confounds table has no rows; give the run's full TSV.")
     return table
+
+
+def _check_numeric(table: pd.DataFrame, columns: list[str], path: Path) -> None:
+    """Raise when a column used holds text: expansions and censoring need numbers."""
+    problems = []
+    for column in dict.fromkeys(columns):
+        if column not in table.columns or pd.api.types.is_numeric_dtype(table[column]):
+            continue
+        values = table[column]
+        text = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
+        problems.append(
+            f"{path}: column {column!r} holds text ({text.iloc[0]!r} at volume {text.index[0]}); "
+            "it must hold numbers (or n/a). Give fMRIPrep's confounds TSV unchanged."
+        )
+    if problems:
+        raise InputError(problems)
 
 
 def _add_expansions(table: pd.DataFrame, columns: list[str]) -> None:

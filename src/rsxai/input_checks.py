@@ -17,14 +17,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
+from rsxai.confounds import load_confounds
+from rsxai.exceptions import InputError
 from rsxai.nifti_scan import header_tr, mni_placement, scan_image_data
 
 # What nibabel raises on a file that is not a readable image.
-_UNREADABLE = (
+UNREADABLE_IMAGE_ERRORS = (
     ImageFileError,
     HeaderDataError,
     OSError,
@@ -49,6 +50,25 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(n) for n in shape)
 
 
+def error_reason(error: BaseException, path: Path) -> str:
+    """A library's error as one line for a message that names ``path`` already.
+
+    nibabel's texts repeat the path and may span lines ("... - could the file
+    be damaged?"); a problem must stay one line.
+    """
+    text = " ".join(str(error).split()).replace(f"File {path}", "the file")
+    return text.replace(str(path), "the file") or type(error).__name__
+
+
+def usable_affine(affine: np.ndarray) -> bool:
+    """True when an affine is finite and maps voxels onto a 3D volume (not singular)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        return False
+    # A determinant of (nearly) 0: voxel axes of no length or in one plane, a broken header.
+    return abs(np.linalg.det(affine[:3, :3])) > 1e-12
+
+
 def load_image(path: Path, prefix: str, kind: str) -> tuple[nib.Nifti1Image | None, list[str]]:
     """Load a NIfTI header (no data), or say why it cannot be loaded."""
     path = Path(path)
@@ -58,10 +78,10 @@ def load_image(path: Path, prefix: str, kind: str) -> tuple[nib.Nifti1Image | No
         ]
     try:
         img = nib.load(path)
-    except _UNREADABLE as error:
-        reason = str(error).replace(str(path), "the file") or type(error).__name__
+    except UNREADABLE_IMAGE_ERRORS as error:
         return None, [
-            f"{prefix}: {kind} file {path} is not a readable NIfTI image ({reason}); {_REPROCESS}."
+            f"{prefix}: {kind} file {path} is not a readable NIfTI image "
+            f"({error_reason(error, path)}); {_REPROCESS}."
         ]
     if not isinstance(img, nib.Nifti1Pair):
         return None, [
@@ -112,7 +132,14 @@ def check_bold(path: Path, *, prefix: str, min_volumes: int, check_data: bool) -
     if img is None:
         return BoldCheck(tuple(problems))
     header, shape = img.header, img.shape
-    if len(shape) != 4 or shape[3] < 1:
+    if any(n <= 0 for n in shape):  # nibabel reads negative lengths from a corrupt header
+        return BoldCheck(
+            (
+                f"{prefix}: {path} has shape {_shape_text(shape)}: an axis of length 0 or less "
+                f"holds no data; {_REPROCESS}.",
+            )
+        )
+    if len(shape) != 4:
         return BoldCheck(
             (
                 f"{prefix}: {path} is {len(shape)}D (shape {_shape_text(shape)}); rs-fMRI must be "
@@ -136,9 +163,16 @@ def check_bold(path: Path, *, prefix: str, min_volumes: int, check_data: bool) -
             f"{prefix}: {path} has no orientation (sform_code and qform_code are 0), so it "
             "cannot be placed in MNI space. Give the image as written by fMRIPrep."
         )
+    elif not usable_affine(img.affine):
+        problems.append(
+            f"{prefix}: {path} has an unusable affine (non-finite values, or voxel axes that do "
+            "not span 3D space), so it cannot be placed in MNI space. Give the image as written "
+            "by fMRIPrep."
+        )
     else:
         distance, coverage = mni_placement(img.affine, shape)
-        if distance > MNI_MAX_CENTRE_DISTANCE_MM or coverage < MNI_MIN_COVERAGE:
+        # Written as "not (...)" so that a NaN distance or coverage is not taken for MNI.
+        if not (distance <= MNI_MAX_CENTRE_DISTANCE_MM and coverage >= MNI_MIN_COVERAGE):
             problems.append(
                 f"{prefix}: {path} does not look like it is in MNI space: its field of view is "
                 f"centred {distance:.0f} mm from the MNI brain box's centre and covers "
@@ -168,7 +202,10 @@ def _data_problems(img: nib.Nifti1Image, path: Path, prefix: str, n_volumes: int
     try:
         scan = scan_image_data(img)
     except (EOFError, OSError, zlib.error) as error:
-        return [f"{prefix}: {path} is truncated or corrupt ({error}); {_REPROCESS}."]
+        return [
+            f"{prefix}: {path} is truncated or corrupt ({error_reason(error, path)}); "
+            f"{_REPROCESS}."
+        ]
     problems = []
     if scan.n_nan or scan.n_inf:
         problems.append(
@@ -209,13 +246,22 @@ def check_mask(
             f"BOLD series (shape {_shape_text(bold_shape)}, or a different affine). Give the "
             "mask written with this BOLD series (same space and resolution)."
         )
-    if check_data:
+    if np.dtype(img.get_data_dtype()).kind not in "biuf":
+        return [
+            *problems,
+            f"{prefix}: mask {path} stores {img.get_data_dtype()} values, not 0/1 numbers. "
+            "Give the desc-brain_mask image (or convert it to uint8).",
+        ]
+    # Only a mask on its BOLD's grid is read: a mask of any other (e.g. corrupt, huge)
+    # shape is already reported, and its data would be of no use.
+    if check_data and not problems and bold_shape is not None:
         try:
             data = np.asarray(img.dataobj)
         except (EOFError, OSError, ValueError, zlib.error) as error:
             return [
                 *problems,
-                f"{prefix}: mask {path} is truncated or corrupt ({error}); {_REPROCESS}.",
+                f"{prefix}: mask {path} is truncated or corrupt ({error_reason(error, path)}); "
+                f"{_REPROCESS}.",
             ]
         if not np.any(data):
             problems.append(
@@ -224,23 +270,36 @@ def check_mask(
     return problems
 
 
-def check_confounds(path: Path, *, prefix: str, n_volumes: int | None) -> list[str]:
-    """Check a confounds table: readable, and one row per volume."""
+def check_confounds(
+    path: Path, *, prefix: str, n_volumes: int | None, strategy: dict | None = None
+) -> list[str]:
+    """Check a confounds table: readable as preprocessing will read it, one row per volume.
+
+    Parameters
+    ----------
+    path : Path
+    prefix : str
+        How messages start, e.g. ``"sub-01"``.
+    n_volumes : int or None
+        Volumes of the BOLD series (None: unknown, not compared).
+    strategy : dict, optional
+        Keyword arguments of :func:`rsxai.confounds.load_confounds`: the columns
+        this strategy needs are checked too. None checks only that the table
+        can be read.
+    """
     path = Path(path)
     if not path.is_file():
         return [
             f"{prefix}: confounds file {path} does not exist. Check the path, or {_REPROCESS}."
         ]
     try:
-        table = pd.read_csv(path, sep="\t")
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        # The very reader preprocessing uses: a file it would reject is rejected now.
+        confounds, _ = load_confounds(path, **(strategy or {"motion": "none", "wm_csf": False}))
+    except InputError as error:
+        return [f"{prefix}: confounds file {problem}" for problem in error.problems]
+    if n_volumes is not None and len(confounds) != n_volumes:
         return [
-            f"{prefix}: confounds file {path} is not a readable tab-separated table ({error}); "
-            f"{_REPROCESS}."
-        ]
-    if n_volumes is not None and len(table) != n_volumes:
-        return [
-            f"{prefix}: confounds file {path} has {len(table)} rows but its BOLD series has "
+            f"{prefix}: confounds file {path} has {len(confounds)} rows but its BOLD series has "
             f"{n_volumes} volumes; there must be one row per volume. Give the confounds of "
             "this very series (same task, session and run)."
         ]
@@ -278,6 +337,7 @@ def check_run(
     prefix: str,
     min_volumes: int,
     check_data: bool,
+    confounds_strategy: dict | None = None,
 ) -> RunCheck:
     """Check one run: its BOLD series, TR, brain mask and confounds table.
 
@@ -291,6 +351,9 @@ def check_run(
     min_volumes : int
     check_data : bool
         Also read the BOLD and mask data.
+    confounds_strategy : dict, optional
+        Keyword arguments of :func:`rsxai.confounds.load_confounds`; the
+        confounds table must hold what this strategy needs.
     """
     result = check_bold(Path(bold), prefix=prefix, min_volumes=min_volumes, check_data=check_data)
     problems, warnings = list(result.problems), []
@@ -323,7 +386,12 @@ def check_run(
         )
     if confounds is not None:
         problems.extend(
-            check_confounds(Path(confounds), prefix=prefix, n_volumes=result.n_volumes)
+            check_confounds(
+                Path(confounds),
+                prefix=prefix,
+                n_volumes=result.n_volumes,
+                strategy=confounds_strategy,
+            )
         )
     return RunCheck(
         tuple(problems), tuple(warnings), result.n_volumes, tr, result.affine, result.shape

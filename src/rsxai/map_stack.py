@@ -24,6 +24,7 @@ import numpy as np
 
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
+from rsxai.input_checks import UNREADABLE_IMAGE_ERRORS, error_reason
 from rsxai.standalone import DEFAULT_MASK_RULE
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
     from rsxai.cohort import Cohort
 
-_UNREADABLE = (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error)
 _FSL_FIX = (
     "Give a NIfTI (.nii or .nii.gz) image, e.g. FSL dual_regression's dr_stage2_ic0003.nii.gz"
 )
@@ -161,8 +161,8 @@ def _open_nifti(path: Path, what: str) -> tuple[nib.Nifti1Image | None, list[str
         return None, [f"{what} {path}: file not found. Check the path."]
     try:
         img = nib.load(path)
-    except _UNREADABLE as error:
-        reason = str(error).replace(str(path), "the file") or type(error).__name__
+    except UNREADABLE_IMAGE_ERRORS as error:
+        reason = error_reason(error, path)
         return None, [f"{what} {path}: not a readable NIfTI image ({reason}). {_FSL_FIX}."]
     if not isinstance(img, nib.Nifti1Pair):
         return None, [f"{what} {path}: a {type(img).__name__}, not a NIfTI image. {_FSL_FIX}."]
@@ -172,7 +172,7 @@ def _open_nifti(path: Path, what: str) -> tuple[nib.Nifti1Image | None, list[str
 def _stack_header_problems(
     img: nib.Nifti1Image, path: Path, n_rows: int | None, subjects: Path
 ) -> list[str]:
-    from rsxai.input_checks import MNI_MAX_CENTRE_DISTANCE_MM, MNI_MIN_COVERAGE
+    from rsxai.input_checks import MNI_MAX_CENTRE_DISTANCE_MM, MNI_MIN_COVERAGE, usable_affine
     from rsxai.nifti_scan import mni_placement
 
     shape = img.shape
@@ -181,6 +181,11 @@ def _stack_header_problems(
             f"STACK {path} is {len(shape)}D (shape {'x'.join(map(str, shape))}); give a 4D "
             "stack with one volume per subject (dual_regression's dr_stage2_icNNNN.nii.gz, or "
             "the subject maps joined with fslmerge -t)."
+        ]
+    if any(n <= 0 for n in shape):  # nibabel reads negative lengths from a corrupt header
+        return [
+            f"STACK {path} has shape {'x'.join(map(str, shape))}: an axis of length 0 or less "
+            "holds no map. Give the 4D stack of subject maps."
         ]
     problems = []
     if n_rows is not None and shape[3] != n_rows:
@@ -199,9 +204,14 @@ def _stack_header_problems(
             f"STACK {path} has no orientation (sform and qform codes are 0), so it "
             "cannot be placed in MNI space. Give the maps as FSL wrote them."
         )
+    elif not usable_affine(img.affine):
+        problems.append(
+            f"STACK {path} has an unusable affine (non-finite values, or voxel axes that do not "
+            "span 3D space), so it cannot be placed in MNI space. Give the maps as FSL wrote them."
+        )
     else:
         distance, coverage = mni_placement(img.affine, shape)
-        if distance > MNI_MAX_CENTRE_DISTANCE_MM or coverage < MNI_MIN_COVERAGE:
+        if not (distance <= MNI_MAX_CENTRE_DISTANCE_MM and coverage >= MNI_MIN_COVERAGE):
             problems.append(
                 f"STACK {path} does not look like it is in MNI space (its field of view is "
                 f"centred {distance:.0f} mm from the MNI box's centre and covers {coverage:.0%} "
@@ -211,6 +221,11 @@ def _stack_header_problems(
 
 
 def _mask_header_problems(img: nib.Nifti1Image, path: Path, stack: nib.Nifti1Image) -> list[str]:
+    if img.get_data_dtype().kind not in "biuf":
+        return [
+            f"MASK {path} stores {img.get_data_dtype()} values, not 0/1 numbers. Give a 3D "
+            "mask of 0 and 1 (e.g. dual_regression's mask.nii.gz)."
+        ]
     shape = img.shape
     if len(shape) > 3 and np.prod(shape[3:]) != 1:
         return [
@@ -313,17 +328,24 @@ def read_map_stack(
         problems += _stack_header_problems(img, stack, n_rows, subjects)
     # The data can be read (for NaN, empty volumes) whatever else is wrong,
     # as long as the stack is a 4D array of numbers.
-    readable = img is not None and len(img.shape) == 4 and img.get_data_dtype().kind in "biuf"
+    readable = (
+        img is not None
+        and len(img.shape) == 4
+        and all(n > 0 for n in img.shape)
+        and img.get_data_dtype().kind in "biuf"
+    )
     inside, rule = None, DEFAULT_MASK_RULE
     if mask is not None:
         mask_img, mask_problems = _open_nifti(Path(mask), "MASK")
         if mask_img is not None and readable:
             mask_problems += _mask_header_problems(mask_img, Path(mask), img)
-        if mask_img is not None and not mask_problems:
+        # The mask is read only onto a readable stack, whose grid it was checked against.
+        if mask_img is not None and readable and not mask_problems:
             try:
                 inside = np.asarray(mask_img.dataobj).reshape(img.shape[:3]) != 0
             except (EOFError, OSError, ValueError, zlib.error) as error:
-                mask_problems.append(f"MASK {mask} is truncated or corrupt ({error}).")
+                reason = error_reason(error, Path(mask))
+                mask_problems.append(f"MASK {mask} is truncated or corrupt ({reason}).")
             rule = f"given: {mask}"
         problems += mask_problems
     if not readable:
@@ -332,7 +354,20 @@ def read_map_stack(
         data = np.asarray(img.dataobj, dtype=np.float32)
     except (EOFError, OSError, ValueError, zlib.error) as error:
         raise InputError(
-            [*problems, f"STACK {stack} is truncated or corrupt ({error}). Copy it again."]
+            [
+                *problems,
+                f"STACK {stack} is truncated or corrupt ({error_reason(error, stack)}). "
+                "Copy it again.",
+            ]
+        ) from None
+    except MemoryError:
+        # A corrupt header can claim any size; a real stack this large needs a coarser grid.
+        raise InputError(
+            [
+                *problems,
+                f"STACK {stack}: its header describes {'x'.join(map(str, img.shape))} values, "
+                "more than fit in memory. Check the file, or give the maps on a coarser grid.",
+            ]
         ) from None
     n_volumes = data.shape[3]
     names = (

@@ -43,7 +43,8 @@ class DataScan:
 def _read_exactly(stream, n_bytes: int) -> bytes:
     chunks, remaining = [], n_bytes
     while remaining:
-        chunk = stream.read(remaining)
+        # Bounded reads: a corrupt header may claim terabytes that the stream does not hold.
+        chunk = stream.read(min(remaining, _SCAN_CHUNK_BYTES))
         if not chunk:
             break
         chunks.append(chunk)
@@ -121,7 +122,10 @@ def header_tr(header: nib.Nifti1Header) -> float | None:
     zooms = header.get_zooms()
     if len(zooms) < 4:
         return None
-    unit = header.get_xyzt_units()[1] if hasattr(header, "get_xyzt_units") else "sec"
+    try:
+        unit = header.get_xyzt_units()[1] if hasattr(header, "get_xyzt_units") else "sec"
+    except KeyError:  # an xyzt_units code that NIfTI does not define: nibabel cannot name it
+        unit = "unknown"
     tr = float(zooms[3]) * _TIME_UNIT_SECONDS.get(unit, 1.0)
     return tr if math.isfinite(tr) and tr > 0 else None
 

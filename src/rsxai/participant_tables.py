@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,22 +99,93 @@ def read_table(path: Path, *, delimiter: str | None = None) -> pd.DataFrame:
         if delimiter is None:
             with open(path, encoding="utf-8-sig", newline="") as stream:
                 delimiter = csv.Sniffer().sniff(stream.read(4096), delimiters=",\t;").delimiter
-        table = pd.read_csv(
-            path, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig"
-        )
+        header, problems = table_layout(path, delimiter)
+        if problems:
+            raise InputError(problems)
+        with warnings.catch_warnings():
+            # index_col=False: fields past the header (checked empty above: trailing
+            # delimiters) are dropped rather than taken as an index that shifts every value.
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            table = pd.read_csv(
+                path,
+                sep=delimiter,
+                dtype=str,
+                keep_default_na=False,
+                encoding="utf-8-sig",
+                index_col=False,
+            )
     except (OSError, UnicodeDecodeError, csv.Error, pd.errors.ParserError) as error:
         raise InputError(
-            f"{path}: cannot read this table ({error}). Give a UTF-8 tab- or comma-separated "
-            "file with a header row."
+            f"{path}: cannot read this table ({' '.join(str(error).split())}). Give a UTF-8 "
+            "tab- or comma-separated file with a header row."
         ) from error
     except pd.errors.EmptyDataError as error:
         raise InputError(
             f"{path}: the table is empty. Give a header row and one row per subject."
         ) from error
+    if len(header) == len(table.columns):
+        # A column without a name (a trailing delimiter on the header line) holding no
+        # value is layout, not data; pandas would call it "Unnamed: <i>".
+        unnamed = [
+            column
+            for name, column in zip(header, table.columns, strict=True)
+            if not name and not table[column].str.strip().any()
+        ]
+        table = table.drop(columns=unnamed)
     table.columns = [str(column).strip() for column in table.columns]
     if table.empty:
         raise InputError(f"{path}: the table has a header but no rows. Add one row per subject.")
     return table
+
+
+def table_layout(path: Path, delimiter: str) -> tuple[list[str], list[str]]:
+    """The header's names, and problems of layout that pandas would not report.
+
+    Returns the stripped header names and one message per problem: repeated
+    column names, nameless columns holding values, rows with more non-empty
+    fields than the header.
+
+    pandas renames a repeated column (``group.1``) and, when the rows have
+    more fields than the header, silently takes the first fields as an index
+    so that every value moves one column over.
+    """
+    with open(path, encoding="utf-8-sig", newline="") as stream:
+        reader = csv.reader(stream, delimiter=delimiter)
+        rows = [(reader.line_num, fields) for fields in reader if fields]
+    if not rows:
+        return [], []
+    header = [name.strip() for name in rows[0][1]]
+    problems = []
+    repeated = sorted({name for name in header if name and header.count(name) > 1})
+    if repeated:
+        problems.append(
+            f"{path}: column(s) {', '.join(map(repr, repeated))} appear more than once in the "
+            "header. Keep one column of each name."
+        )
+    nameless = [
+        index + 1
+        for index, name in enumerate(header)
+        if not name
+        and any(len(fields) > index and fields[index].strip() for _, fields in rows[1:])
+    ]
+    if nameless:
+        problems.append(
+            f"{path}: column(s) {', '.join(map(str, nameless))} hold values but have no name in "
+            "the header. Name them, or delete them."
+        )
+    long_rows = [
+        line
+        for line, fields in rows[1:]
+        if len(fields) > len(header) and any(field.strip() for field in fields[len(header) :])
+    ]
+    if long_rows:
+        shown = ", ".join(map(str, long_rows[:5])) + (", ..." if len(long_rows) > 5 else "")
+        problems.append(
+            f"{path} line(s) {shown}: more values than the header has columns "
+            f"({len(header)}). Check the delimiter ({delimiter!r}) and quoting, or name the "
+            "extra columns in the header."
+        )
+    return header, problems
 
 
 def _require_columns(table: pd.DataFrame, path: Path, required: Iterable[str], fix: str) -> None:
@@ -193,11 +265,26 @@ def read_participants(
     return {label: row for label, (_, row) in rows.items()}, covariates, problems
 
 
-def _manifest_path(value: str, folder: Path) -> Path | None:
+def _manifest_path(value: str, folder: Path) -> tuple[Path | None, str | None]:
+    """The path in a manifest cell (None when empty), and why it cannot be used (or None)."""
     if _missing(value):
-        return None
-    path = Path(value.strip()).expanduser()
-    return path if path.is_absolute() else folder / path
+        return None, None
+    if any(ord(character) < 32 for character in value.strip()):
+        # Usually a quote left open, which makes one cell of several lines.
+        return Path(value.strip()), "it holds a line break or another control character"
+    path = Path(value.strip())
+    try:
+        path = path.expanduser()
+    except RuntimeError as error:  # "~name" of an unknown user
+        return path, str(error)
+    path = path if path.is_absolute() else folder / path
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # a missing file is reported by Cohort.validate, with the other file checks
+    except (OSError, ValueError) as error:  # a name too long, a NUL character...
+        return path, getattr(error, "strerror", None) or str(error)
+    return path, None
 
 
 def read_manifest(
@@ -233,8 +320,20 @@ def read_manifest(
     manifest_rows = {}
     for label, (line, row) in rows.items():
         record = records[line - 2]
-        bold = _manifest_path(record["bold"], path.parent)
-        if bold is None:
+        files, unusable = {}, []
+        for column in ("bold", "confounds", "mask"):
+            files[column], reason = _manifest_path(record[column], path.parent)
+            if reason:
+                shown = record[column].strip()
+                shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                unusable.append(
+                    f"{path} line {line}: the {column} path {shown!r} cannot be used ({reason}). "
+                    "Correct the cell."
+                )
+        if unusable:
+            problems.extend(unusable)
+            continue
+        if files["bold"] is None:
             problems.append(f"{path} line {line}: sub-{label} has no bold path. Fill the cell.")
             continue
         tr = None
@@ -253,9 +352,9 @@ def read_manifest(
             label,
             row.group,
             row.values,
-            bold=bold,
-            confounds=_manifest_path(record["confounds"], path.parent),
-            mask=_manifest_path(record["mask"], path.parent),
+            bold=files["bold"],
+            confounds=files["confounds"],
+            mask=files["mask"],
             tr=tr,
         )
     return manifest_rows, covariates, problems
