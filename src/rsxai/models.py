@@ -61,8 +61,8 @@ def _pooled(size: int) -> int:
 class MapCNN3D(nn.Module):
     """A compact 3D CNN for one resting-state network's subject maps.
 
-    ``stem`` (3x3x3 convolution with stride ``stem_stride``, batch norm,
-    ReLU), then ``n_blocks`` blocks, block ``i`` being ``conv`` (3x3x3,
+    ``stem`` (4x4x4 convolution with stride 2, or 3x3x3 with stride 1; batch
+    norm, ReLU), then ``n_blocks`` blocks, block ``i`` being ``conv`` (3x3x3,
     ``width * 2**i`` channels), ``norm`` (BatchNorm3d), ``act`` (ReLU) and
     ``pool`` (2x2x2 max pooling, ceil mode, so that edge voxels are kept);
     then ``head``: ``head.pool`` (global average pooling; ``head="global"``
@@ -146,12 +146,21 @@ class MapCNN3D(nn.Module):
                 "Use fewer blocks, stem_stride=1 or a larger mask."
             )
 
-        self.stem = nn.Sequential(
-            OrderedDict(
-                conv=nn.Conv3d(1, width, 3, stride=stem_stride, padding=1, bias=False),
-                norm=nn.BatchNorm3d(width),
-                act=nn.ReLU(),
+        if stem_stride == 2:
+            # A 4-wide kernel with stride 2 covers every input voxel by exactly two
+            # windows per axis; a 3-wide one covers alternate voxels once and twice,
+            # which printed a checkerboard on every gradient map (Odena et al. 2016)
+            # that no weight randomisation removed. Padding 1 before and 2 after
+            # keeps ceil(n / 2) outputs, each centred on input voxel 2i + 0.5, where
+            # trilinear upsampling (align_corners=False) puts it.
+            stem_layers = OrderedDict(
+                pad=nn.ConstantPad3d((1, 2) * 3, 0.0),
+                conv=nn.Conv3d(1, width, 4, stride=2, bias=False),
             )
+        else:
+            stem_layers = OrderedDict(conv=nn.Conv3d(1, width, 3, padding=1, bias=False))
+        self.stem = nn.Sequential(
+            OrderedDict(**stem_layers, norm=nn.BatchNorm3d(width), act=nn.ReLU())
         )
         blocks = []
         in_channels = width
@@ -190,7 +199,7 @@ class MapCNN3D(nn.Module):
         ``in_shape`` defaults to the one the model was built for.
         """
         in_shape = self.in_shape if in_shape is None else tuple(in_shape)
-        # Convolution with padding 1 and a 3-wide kernel: ceil(n / stride) voxels.
+        # The stem keeps ceil(n / stride) voxels (see its padding).
         shape = tuple(-(-n // self.stem_stride) for n in in_shape)
         shapes = [shape]
         for _ in range(self.n_blocks):
