@@ -218,8 +218,12 @@ def test_group_maps_match_plain_numpy_and_fall_on_the_left_effect(explained):
         np.testing.assert_allclose(group["tstat"][finite], t[finite], rtol=1e-3, atol=1e-3)
         regions = pd.read_csv(output_path(out, "xai_regions", **fields), sep="\t")
         assert len(regions) > 0 and regions["region"].notna().all()
-        if label in ("integratedgradients", "gradcam"):
-            # The planted effect is in the left hemisphere (x < 0).
+        if label == "integratedgradients":
+            # The planted effect is in the left hemisphere (x < 0). Only IG is held to it
+            # here: on this 16 x 20 x 16 grid Grad-CAM's target layer is 7 x 10 x 7 (8 mm),
+            # and over seeds 1-4 its relevance inside the effect was 0.5-1.1x chance with
+            # either CNN stem, while IG's was 1.4-2.8x (localisation at 4 mm with 60
+            # subjects is measured by the demo and the benchmarks).
             assert group["meanall"][x_mm < -8].sum() > group["meanall"][x_mm > 8].sum(), label
 
 
