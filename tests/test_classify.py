@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
 from rsxai.classify import cross_validate, ensemble_predictions, make_splits
+from rsxai.cnn_classifier import CNNClassifier
 from rsxai.exceptions import InputError
 
 
@@ -194,3 +198,63 @@ def test_refit_permutation_null_is_at_chance_on_noise_and_rejects_a_planted_sign
     for train, test in folds:
         predicted[test] = LogisticRegression().fit(planted[train], y[train]).predict(planted[test])
     assert found["observed"]["accuracy"] == pytest.approx(np.mean(predicted == y))
+
+
+class FitProcess(LogisticRegression):
+    """Logistic regression that records the process it was fitted in."""
+
+    def fit(self, X, y):
+        self.pid_ = os.getpid()
+        return super().fit(X, y)
+
+
+def test_parallel_folds_give_exactly_the_results_of_sequential_folds():
+    """Folds in worker processes: the same predictions, maps, curves and progress calls."""
+    mask = np.zeros((12, 12, 12), dtype=bool)
+    mask[2:10, 2:10, 2:10] = True
+    subjects, y = _cohort(n_per_group=8, n_voxels=int(mask.sum()), signal=0.8, seed=5)
+    models = {
+        "logistic": FitProcess(),
+        "cnn": CNNClassifier(
+            mask, n_blocks=1, width=4, max_epochs=2, batch_size=4, device="cpu", n_threads=1
+        ),
+    }
+    kwargs = {"n_splits": 4, "n_repeats": 2, "keep_fold_maps": True, "random_state": 2}
+    results, calls = {}, {}
+    for n_jobs in (1, 2):
+        calls[n_jobs] = []
+
+        def log(split, network, model, seconds, record=calls[n_jobs]):
+            record.append((split.repeat, split.fold, network, model))
+
+        results[n_jobs] = cross_validate(
+            SpyFeatures(("a", "b")),
+            subjects,
+            y,
+            models,
+            keep_models=("cnn", "logistic"),
+            on_fold=log,
+            n_jobs=n_jobs,
+            **kwargs,
+        )
+    sequential, parallel = results[1], results[2]
+    pd.testing.assert_frame_equal(sequential.predictions, parallel.predictions, check_exact=True)
+    assert set(parallel.predictions["model"]) == {"logistic", "cnn"}
+    pd.testing.assert_frame_equal(sequential.training, parallel.training, check_exact=True)
+    assert not parallel.training.empty  # the CNN's curves came back from the workers
+    for network in ("a", "b"):
+        assert np.array_equal(sequential.heldout_maps[network], parallel.heldout_maps[network])
+    assert sequential.fold_maps.keys() == parallel.fold_maps.keys()
+    for key, maps in sequential.fold_maps.items():
+        assert np.array_equal(maps, parallel.fold_maps[key])
+    assert calls[1] == calls[2] and len(calls[1]) == 8 * 2 * 2
+    # The work did run elsewhere, and sequentially it did not.
+    pids = {m.pid_ for (_, name, _, _), m in parallel.fold_models.items() if name == "logistic"}
+    assert os.getpid() not in pids
+    assert {m.pid_ for m in sequential.fold_models.values() if hasattr(m, "pid_")} == {os.getpid()}
+    # Kept CNNs trained in workers predict here exactly as those trained here.
+    key = ("a", "cnn", 1, 3)
+    X = sequential.fold_maps[(1, 3)][:, 0]
+    assert np.array_equal(
+        sequential.fold_models[key].predict_proba(X), parallel.fold_models[key].predict_proba(X)
+    )

@@ -20,12 +20,13 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.model_selection import LeaveOneOut, StratifiedKFold
 
@@ -125,14 +126,10 @@ class FoldFeatures:
     seconds: float
 
 
-def fold_features(
-    network_maps: Any,
-    subjects: Sequence[Any],
-    splits: Sequence[Split],
-    *,
-    cv_scope: str = "fold",
-) -> Iterator[tuple[Split, FoldFeatures]]:
-    """Yield each split with the features its classifiers may use.
+def fit_features(
+    network_maps: Any, subjects: Sequence[Any], split: Split | None = None
+) -> FoldFeatures:
+    """Fit a fresh copy of the feature step and transform every subject.
 
     Parameters
     ----------
@@ -141,35 +138,23 @@ def fold_features(
         (n_subjects, n_networks, n_voxels) and ``network_components_``.
     subjects : sequence
         Preprocessed data of every subject (arrays or loaders), in the order of ``y``.
-    splits : sequence of Split
-    cv_scope : {"fold", "cohort"}
+    split : Split or None
+        Fit on ``split.train`` only (fold scope), or on every subject (None,
+        cohort scope).
+
+    Returns
+    -------
+    FoldFeatures
     """
-    if cv_scope not in CV_SCOPES:
-        raise InputError([f"cv_scope must be one of {', '.join(CV_SCOPES)}; got {cv_scope!r}."])
-    if cv_scope == "cohort":
-        start = time.perf_counter()
-        fitted = copy.deepcopy(network_maps).fit(list(subjects))
-        shared = FoldFeatures(
-            None,
-            fitted.transform(list(subjects)),
-            tuple(fitted.network_components_),
-            time.perf_counter() - start,
-        )
-        for split in splits:
-            yield split, shared
-        return
-    for split in splits:
-        start = time.perf_counter()
-        # A fresh, unfitted copy per fold: the training subjects alone shape
-        # the group maps and the choice of each network's component.
-        fitted = copy.deepcopy(network_maps).fit([subjects[i] for i in split.train])
-        maps = fitted.transform(list(subjects))
-        yield (
-            split,
-            FoldFeatures(
-                split, maps, tuple(fitted.network_components_), time.perf_counter() - start
-            ),
-        )
+    start = time.perf_counter()
+    # A fresh, unfitted copy: in fold scope the training subjects alone shape
+    # the group maps and the choice of each network's component.
+    fitted = copy.deepcopy(network_maps)
+    fitted.fit(list(subjects) if split is None else [subjects[i] for i in split.train])
+    maps = fitted.transform(list(subjects))
+    return FoldFeatures(
+        split, maps, tuple(fitted.network_components_), time.perf_counter() - start
+    )
 
 
 @dataclass
@@ -233,6 +218,78 @@ def _history_rows(model: Any, network: str, name: str, split: Split) -> list[dic
     return rows
 
 
+@dataclass
+class _FoldOutcome:
+    """What one (repeat, fold) task sends back; ``maps`` and ``heldout`` only when needed."""
+
+    networks: tuple[str, ...]
+    feature_seconds: float
+    maps: np.ndarray | None  # the fold's features, when kept (fold scope only)
+    rows: list[dict]
+    training: list[dict]
+    models: dict[tuple[str, str, int, int], Any]
+    fits: list[tuple[str, str, float]]  # (network, model, seconds), for ``on_fold``
+    heldout: dict[str, np.ndarray]  # network -> maps of the test rows (first repeat)
+
+
+def _run_fold(
+    split: Split,
+    network_maps: Any,
+    subjects: Sequence[Any] | None,
+    shared: FoldFeatures | None,
+    y: np.ndarray,
+    models: Mapping[str, Any],
+    labels: Sequence[str],
+    random_state: int,
+    keep_models: Sequence[str],
+    keep_maps: bool,
+) -> _FoldOutcome:
+    """Features (fold scope: fitted here), then every model on every network of one fold.
+
+    Everything a fold computes depends on the split and ``random_state``
+    only, never on the process it runs in, so folds may run anywhere.
+    """
+    features = shared if shared is not None else fit_features(network_maps, subjects, split)
+    rows, training, fits = [], [], []
+    fitted_models: dict[tuple[str, str, int, int], Any] = {}
+    heldout = {}
+    for j, network in enumerate(features.networks):
+        X = features.maps[:, j]
+        if split.repeat == 0:
+            heldout[network] = np.asarray(X[split.test], dtype=np.float32)
+        for name, estimator in models.items():
+            start = time.perf_counter()
+            model = clone(estimator)
+            if "random_state" in model.get_params():
+                # Different folds, different (but reproducible) seeds.
+                model.set_params(random_state=random_state + 1000 * split.repeat + split.fold)
+            model.fit(X[split.train], y[split.train])
+            probability = model.predict_proba(X[split.test])[:, list(model.classes_).index(1)]
+            for i, p in zip(split.test, probability, strict=True):
+                rows.append(
+                    {
+                        "subject": labels[i],
+                        "network": network,
+                        "model": name,
+                        "repeat": split.repeat,
+                        "fold": split.fold,
+                        "y_true": int(y[i]),
+                        "y_pred": int(p >= 0.5),
+                        "probability": float(p),
+                    }
+                )
+            training.extend(_history_rows(model, network, name, split))
+            if name in keep_models:
+                fitted_models[(network, name, split.repeat, split.fold)] = model
+            fits.append((network, name, time.perf_counter() - start))
+    # The fold's features go back only when kept: they are large, and in
+    # cohort scope the caller holds them already.
+    maps = features.maps if keep_maps and shared is None else None
+    return _FoldOutcome(
+        features.networks, features.seconds, maps, rows, training, fitted_models, fits, heldout
+    )
+
+
 def cross_validate(
     network_maps: Any,
     subjects: Sequence[Any],
@@ -248,6 +305,7 @@ def cross_validate(
     keep_models: Sequence[str] = ("cnn",),
     keep_fold_maps: bool = False,
     on_fold: Callable[[Split, str, str, float], None] | None = None,
+    n_jobs: int | None = 1,
 ) -> CrossValidation:
     """Cross-validate every model on every network's maps.
 
@@ -256,7 +314,9 @@ def cross_validate(
     network_maps : NetworkMaps (unfitted)
         The group feature step; fitted per fold (``fold``) or once (``cohort``).
     subjects : sequence of ndarray of shape (T_s, n_voxels) or of loaders
-        Every subject's preprocessed data, in the order of ``y``.
+        Every subject's preprocessed data, in the order of ``y``. Give
+        zero-argument loaders (e.g. memory-mapping ``.npy`` files) for real
+        data: each fold task receives this sequence, not the data.
     y : ndarray of shape (n_subjects,)
         1 for patients, 0 for controls.
     models : mapping of str to estimator
@@ -274,64 +334,70 @@ def cross_validate(
         Also return every fold's feature maps (for permutation tests of the
         baselines in fold scope).
     on_fold : callable, optional
-        Called as ``on_fold(split, network, model, seconds)`` after each fit (progress).
+        Called as ``on_fold(split, network, model, seconds)`` for each fit,
+        in this process, as each fold's results arrive (progress).
+    n_jobs : int or None, default=1
+        (repeat, fold) tasks run in parallel (joblib semantics; inside
+        :func:`rsxai.execution.execution_backend` they may run on a Dask
+        cluster). Every fold's work is seeded by its split, so the results do
+        not depend on ``n_jobs`` or on the backend.
 
     Returns
     -------
     CrossValidation
     """
+    if cv_scope not in CV_SCOPES:
+        raise InputError([f"cv_scope must be one of {', '.join(CV_SCOPES)}; got {cv_scope!r}."])
     y = np.asarray(y).astype(int)
     n = y.size
     labels = list(subject_labels) if subject_labels is not None else [str(i) for i in range(n)]
     splits = make_splits(
         y, scheme=scheme, n_splits=n_splits, n_repeats=n_repeats, random_state=random_state
     )
+    shared = fit_features(network_maps, subjects) if cv_scope == "cohort" else None
+    if shared is not None:
+        network_maps, subjects = None, None  # the folds need only the shared features
+    tasks = (
+        delayed(_run_fold)(
+            split,
+            network_maps,
+            subjects,
+            shared,
+            y,
+            models,
+            labels,
+            random_state,
+            keep_models,
+            keep_fold_maps,
+        )
+        for split in splits
+    )
     rows: list[dict] = []
     training: list[dict] = []
     heldout: dict[str, np.ndarray] = {}
     fold_models: dict[tuple[str, str, int, int], Any] = {}
-    feature_seconds: list[float] = []
+    feature_seconds = [shared.seconds] if shared is not None else []
     fold_maps: dict[tuple[int, int], np.ndarray] = {}
     fold_networks: dict[tuple[int, int], tuple[str, ...]] = {}
-    last_features = None
-    for split, features in fold_features(network_maps, subjects, splits, cv_scope=cv_scope):
-        if features is not last_features:
-            feature_seconds.append(features.seconds)
-            last_features = features
-        fold_networks[(split.repeat, split.fold)] = features.networks
+    # Results come back in split order whatever finishes first, so the tables
+    # are identical for any n_jobs.
+    outcomes = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+    for split, outcome in zip(splits, outcomes, strict=True):
+        key = (split.repeat, split.fold)
+        if shared is None:
+            feature_seconds.append(outcome.feature_seconds)
+        fold_networks[key] = outcome.networks
         if keep_fold_maps:
-            fold_maps[(split.repeat, split.fold)] = features.maps
-        for j, network in enumerate(features.networks):
-            X = features.maps[:, j]
-            if split.repeat == 0:
-                store = heldout.setdefault(network, np.zeros((n, X.shape[1]), dtype=np.float32))
-                store[split.test] = X[split.test]
-            for name, estimator in models.items():
-                start = time.perf_counter()
-                model = clone(estimator)
-                if "random_state" in model.get_params():
-                    # Different folds, different (but reproducible) seeds.
-                    model.set_params(random_state=random_state + 1000 * split.repeat + split.fold)
-                model.fit(X[split.train], y[split.train])
-                probability = model.predict_proba(X[split.test])[:, list(model.classes_).index(1)]
-                for i, p in zip(split.test, probability, strict=True):
-                    rows.append(
-                        {
-                            "subject": labels[i],
-                            "network": network,
-                            "model": name,
-                            "repeat": split.repeat,
-                            "fold": split.fold,
-                            "y_true": int(y[i]),
-                            "y_pred": int(p >= 0.5),
-                            "probability": float(p),
-                        }
-                    )
-                training.extend(_history_rows(model, network, name, split))
-                if name in keep_models:
-                    fold_models[(network, name, split.repeat, split.fold)] = model
-                if on_fold is not None:
-                    on_fold(split, network, name, time.perf_counter() - start)
+            fold_maps[key] = shared.maps if shared is not None else outcome.maps
+        for network, maps in outcome.heldout.items():
+            store = heldout.setdefault(network, np.zeros((n, maps.shape[1]), dtype=np.float32))
+            store[split.test] = maps
+        rows.extend(outcome.rows)
+        training.extend(outcome.training)
+        fold_models.update(outcome.models)
+        if on_fold is not None:
+            for network, name, seconds in outcome.fits:
+                on_fold(split, network, name, seconds)
     predictions = pd.DataFrame(rows)
     predictions = pd.concat([predictions, ensemble_predictions(predictions)], ignore_index=True)
     return CrossValidation(

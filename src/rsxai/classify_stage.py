@@ -212,6 +212,7 @@ def classify_maps(
         random_state=config.run.random_seed,
         keep_fold_maps=options.baseline_permutations > 0 or options.cnn_permutations > 0,
         on_fold=_log_fold,
+        n_jobs=config.run.n_jobs,
     )
 
 

@@ -347,7 +347,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             "mask_sha256": _mask_digest(check_mask(self.mask)),
         }
         with atomic_path(path) as temporary:
-            save_file(state, str(temporary), metadata=metadata)
+            # One key holding sorted JSON: safetensors writes a metadata map in a
+            # random order (safetensors issue #584), which made the same weights
+            # give different bytes from run to run.
+            save_file(
+                state, str(temporary), metadata={"rsxai": json.dumps(metadata, sort_keys=True)}
+            )
         return Path(path)
 
     @classmethod
@@ -376,6 +381,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
+        if "rsxai" in metadata:  # older files held the keys at the top level
+            metadata = json.loads(metadata["rsxai"])
         if "parameters" not in metadata or "mask_sha256" not in metadata:
             raise InputError(
                 f"{path}: not written by CNNClassifier.save_weights (no rsxai metadata)."

@@ -304,6 +304,17 @@ _RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "run",
+        "dask_scheduler",
+        None,
+        "Address of a Dask scheduler (e.g. tcp://10.0.0.5:8786): the parallel work runs on "
+        "its workers, which must see INPUT and OUTPUT_DIR at the same paths; not set: this "
+        "machine, with --n-jobs processes.",
+        "--dask-scheduler",
+        nullable=True,
+        kind=str,
+    ),
+    Option(
+        "run",
         "device",
         "auto",
         "Torch device for the CNN and its explanations: auto (CUDA when present), cpu, cuda.",

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -81,6 +82,13 @@ OUTPUT_NAMES: dict[str, str] = {
 }
 
 
+#: In the name of every temporary file of :func:`atomic_path`
+#: (``.<name>.<writer pid>-<random>.partial<suffixes>``), so that
+#: :func:`remove_partial_files` can find what a killed process left behind.
+PARTIAL_MARK = ".partial"
+_PARTIAL_NAME = re.compile(r"\.[^.]+\.(?P<pid>\d+)-[^.]+" + re.escape(PARTIAL_MARK) + r"(\..+)?")
+
+
 def output_path(out_dir: str | Path, name: str, **fields: Any) -> Path:
     """Path of a registered output inside ``out_dir``.
 
@@ -104,12 +112,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     The temporary file keeps the final suffixes (so ``.nii.gz`` writers compress)
     and is removed when the block raises, leaving any earlier ``path`` untouched.
+    A process killed mid-write leaves it behind under a name no reader takes for
+    ``path``; :func:`remove_partial_files` deletes such leftovers.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
+    suffix = PARTIAL_MARK + ("".join(path.suffixes) or ".tmp")
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent
+        prefix=f".{path.name.split('.')[0]}.{os.getpid()}-", suffix=suffix, dir=path.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -119,6 +129,41 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_partial_files(out_dir: str | Path) -> list[Path]:
+    """Delete the temporary files of writes whose process died before finishing them.
+
+    Only :func:`atomic_path` makes such files, and never under a final name, so
+    none is ever taken as a finished output; they only waste space (a killed
+    preprocessing worker's can be as large as a subject's cleaned data). A file
+    whose writer (the process id in its name) is still running on this machine
+    is left alone.
+
+    Returns
+    -------
+    list of Path
+        The files deleted.
+    """
+    removed = []
+    for path in sorted(Path(out_dir).rglob(f".*{PARTIAL_MARK}*")):
+        match = _PARTIAL_NAME.fullmatch(path.name)
+        if match and path.is_file() and not _process_alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def write_text(path: str | Path, text: str) -> Path:

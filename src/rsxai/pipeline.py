@@ -37,11 +37,13 @@ from rsxai.outputs import (
     input_checksums,
     output_path,
     read_json,
+    remove_partial_files,
     write_dataset_description,
     write_json,
     write_text,
     write_tsv,
 )
+from rsxai.stage_runners import confounds_strategy
 
 logger = logging.getLogger("rsxai")
 
@@ -146,6 +148,8 @@ def load_cohort(input_path: Path, config: Config, *, progress: bool = False) -> 
         min_volumes=options.min_volumes,
         min_per_group=options.min_per_group,
         check_data=options.check_data,
+        # The confounds columns the cleaning will need are checked before any work.
+        confounds_strategy=confounds_strategy(config),
         n_jobs=config.run.n_jobs,
         progress=progress,
     )
@@ -172,12 +176,14 @@ def _check_output_folder(input_path: Path, out_dir: Path, derivatives: str | Non
 
 
 def _stage_key(stage: Stage, context: RunContext, inputs_key: str) -> str:
+    # Preprocessing draws nothing at random: another seed must not redo it.
+    seeded = stage.name != "preprocess"
     return _digest(
         {
             "rsxai": __version__,
             "stage": stage.name,
             "config": context.config.fingerprint(*stage.sections),
-            "seed": context.config.run.random_seed,
+            "seed": context.config.run.random_seed if seeded else None,
             "inputs": inputs_key,
             "upstream": dict(context.stage_keys),
         }
@@ -274,9 +280,7 @@ def run(
         for warning in cohort.warnings:
             logger.debug("Input warning: %s", warning)
         checksums = input_checksums(
-            list(fsl.subject_files)
-            if fsl is not None
-            else [run_.bold for subject in cohort.subjects for run_ in subject.runs],
+            list(fsl.subject_files) if fsl is not None else _input_files(cohort),
             output_path(out_dir, "checksum_cache"),
             n_jobs=config.run.n_jobs,
         )
@@ -286,7 +290,16 @@ def run(
         inputs_key = _digest(
             [cohort.labels, cohort.groups, sorted(checksums.items()), cohort.covariates.to_json()]
         )
-        timings.update(_run_stages(context, inputs_key))
+        from rsxai.execution import execution_backend, with_n_jobs
+
+        # Locally or on a Dask cluster: the stages' joblib loops run where the
+        # backend sends them; rsxai.toml and provenance keep the options as given.
+        with execution_backend(config.run.n_jobs, config.run.dask_scheduler) as n_jobs:
+            context.config = with_n_jobs(config, n_jobs)
+            try:
+                timings.update(_run_stages(context, inputs_key))
+            finally:
+                context.config = config
         write_json(
             output_path(out_dir, "provenance"),
             {
@@ -314,6 +327,17 @@ def run(
     finally:
         logger.removeHandler(log_handler)
         log_handler.close()
+
+
+def _input_files(cohort: Cohort) -> list[Path]:
+    """Every file a run reads: BOLD series, confounds tables and brain masks."""
+    return [
+        path
+        for subject in cohort.subjects
+        for run_ in subject.runs
+        for path in (run_.bold, run_.confounds, run_.mask)
+        if path is not None
+    ]
 
 
 def _write_report(out_dir: Path) -> None:
@@ -352,6 +376,10 @@ def _write_run_description(
 
 def _run_stages(context: RunContext, inputs_key: str) -> dict[str, dict]:
     """Run or reuse each stage up to ``stop_after``; return their timings."""
+    # What a killed run was writing; never taken as done, only wasted space.
+    removed = remove_partial_files(context.out_dir)
+    if removed:
+        logger.info("Removed %d unfinished file(s) of an interrupted run.", len(removed))
     timings: dict[str, dict] = {}
     last = STAGES.index(context.config.run.stop_after)
     stages = FSL_STAGES if context.fsl is not None else IMPLEMENTED_STAGES
@@ -375,6 +403,9 @@ def _run_stages(context: RunContext, inputs_key: str) -> dict[str, dict]:
             timings[name] = {"status": "reused", **read_json(marker).get("timing", {})}
         else:
             logger.info("Stage %s: running.", name)
+            # Its outputs are about to be overwritten: a marker of earlier settings
+            # must not vouch for them if this run is interrupted.
+            marker.unlink(missing_ok=True)
             context.current_key = key
             start = time.time()
             written = stage.function(context)

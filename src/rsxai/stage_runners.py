@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from rsxai.dual_regression import spatial_pseudo_inverse
@@ -24,14 +25,16 @@ from rsxai.grid import Grid
 from rsxai.outputs import atomic_path, output_path, read_json, write_json, write_nifti, write_tsv
 
 if TYPE_CHECKING:
+    from rsxai.config import Config
     from rsxai.pipeline import RunContext
 
 logger = logging.getLogger("rsxai")
 
 
 # ----------------------------------------------------------------------------- preprocess
-def _confounds_strategy(context: RunContext) -> dict:
-    options = context.config.preprocess
+def confounds_strategy(config: Config) -> dict:
+    """The confound regressors the ``[preprocess]`` options ask for (``load_confounds`` keys)."""
+    options = config.preprocess
     return {
         "motion": options.motion,
         "wm_csf": options.wm_csf,
@@ -43,7 +46,10 @@ def _confounds_strategy(context: RunContext) -> dict:
 def _preprocess_one(runs, grid: Grid, target: Path, tr: float, options: dict) -> Path:
     from rsxai.preprocess import prepare_subject
 
-    data = prepare_subject(runs, grid, tr=tr, **options)
+    # One BLAS thread wherever this runs (here, a worker process, a Dask worker):
+    # the thread count changes the order of sums and so the last bits.
+    with threadpool_limits(1, user_api="blas"):
+        data = prepare_subject(runs, grid, tr=tr, **options)
     with atomic_path(target) as tmp:
         # .npy, not NIfTI: cleaned data are an internal cache that group ICA and
         # dual regression memory-map; gzip would cost more than the cleaning.
@@ -71,7 +77,7 @@ def run_preprocess(context: RunContext) -> list[Path]:
     mask_path = write_nifti(output_path(out_dir, "mask"), grid.mask_img())
     work = output_path(out_dir, "preprocessed_dir", key=context.current_key)
     clean_options = {
-        "confounds_strategy": _confounds_strategy(context),
+        "confounds_strategy": confounds_strategy(context.config),
         "smoothing_fwhm": options.smoothing_fwhm or None,
         "high_pass": options.high_pass or None,
         "low_pass": options.low_pass or None,
@@ -189,7 +195,8 @@ def run_ica(context: RunContext) -> list[Path]:
 def _dual_regress_one(components, maps_pinv, load, des_norm):
     from rsxai.dual_regression import dual_regression
 
-    return dual_regression(components, load(), des_norm=des_norm, maps_pinv=maps_pinv)
+    with threadpool_limits(1, user_api="blas"):  # as _preprocess_one: results equal anywhere
+        return dual_regression(components, load(), des_norm=des_norm, maps_pinv=maps_pinv)
 
 
 def run_dual_regression(context: RunContext) -> list[Path]:

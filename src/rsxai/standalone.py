@@ -43,6 +43,7 @@ STATS_OPTIONS: tuple[str, ...] = (
     *(option.key for option in OPTIONS if option.section == "stats"),
     "run.random_seed",
     "run.n_jobs",
+    "run.dask_scheduler",
 )
 #: Registry options of ``rsxai classify``; the maps are given, so no cv_scope or fold ICA.
 CLASSIFY_OPTIONS: tuple[str, ...] = (
@@ -54,6 +55,7 @@ CLASSIFY_OPTIONS: tuple[str, ...] = (
     ),
     "run.random_seed",
     "run.n_jobs",
+    "run.dask_scheduler",
     "run.device",
 )
 #: The scope reported with every metric of ``rsxai classify``.
@@ -235,6 +237,7 @@ def run_stack_stats(
         The content of ``summary.json``.
     """
     from rsxai.atlas import atlas_data_dir
+    from rsxai.execution import execution_backend, with_n_jobs
     from rsxai.glm_design import group_design
     from rsxai.stats_stage import stats_covariates, write_stats
 
@@ -248,16 +251,17 @@ def run_stack_stats(
     covariates, blocks = stats_covariates(config.stats, data.cohort.covariates, str(subjects))
     started, inputs = time.time(), _inputs(stack, subjects, mask)
     summary = _start_outputs(out_dir, data, config, STATS_OPTIONS, inputs)
-    _, entry = write_stats(
-        out_dir,
-        data.grid,
-        {data.network: lambda: data.maps},
-        data.cohort.y,
-        config,
-        covariates=covariates,
-        blocks=blocks,
-        progress=progress,
-    )
+    with execution_backend(config.run.n_jobs, config.run.dask_scheduler) as n_jobs:
+        _, entry = write_stats(
+            out_dir,
+            data.grid,
+            {data.network: lambda: data.maps},
+            data.cohort.y,
+            with_n_jobs(config, n_jobs),
+            covariates=covariates,
+            blocks=blocks,
+            progress=progress,
+        )
     summary.update("stats", entry)
     _write_provenance(out_dir, config, STATS_OPTIONS, inputs, started, command)
     return summary.data
@@ -296,6 +300,7 @@ def run_stack_classify(
     """
     from rsxai.classify import make_splits
     from rsxai.classify_stage import FixedMaps, classify_maps, write_classification
+    from rsxai.execution import execution_backend, with_n_jobs
 
     options = config.classify
 
@@ -307,18 +312,20 @@ def run_stack_classify(
     started, inputs = time.time(), _inputs(stack, subjects, mask)
     summary = _start_outputs(out_dir, data, config, CLASSIFY_OPTIONS, inputs)
     cohort = data.cohort
-    result = classify_maps(
-        FixedMaps(data.maps[:, None, :], [data.network]),
-        list(range(cohort.n_subjects)),
-        cohort.y,
-        cohort.labels,
-        data.grid.mask,
-        config,
-        cv_scope="cohort",
-    )
-    _, entry = write_classification(
-        out_dir, config, cohort, data.grid, result, cv_scope=EXTERNAL_SCOPE
-    )
+    with execution_backend(config.run.n_jobs, config.run.dask_scheduler) as n_jobs:
+        work_config = with_n_jobs(config, n_jobs)
+        result = classify_maps(
+            FixedMaps(data.maps[:, None, :], [data.network]),
+            list(range(cohort.n_subjects)),
+            cohort.y,
+            cohort.labels,
+            data.grid.mask,
+            work_config,
+            cv_scope="cohort",
+        )
+        _, entry = write_classification(
+            out_dir, work_config, cohort, data.grid, result, cv_scope=EXTERNAL_SCOPE
+        )
     summary.update("classification", entry)
     _write_provenance(out_dir, config, CLASSIFY_OPTIONS, inputs, started, command)
     return summary.data
