@@ -174,7 +174,9 @@ def test_group_statistics_per_network_and_contrast(finished_run):
 
 def test_rerun_reuses_everything_and_changes_nothing(finished_run, simulated):
     before = _result_files(finished_run)
-    assert main(["run", str(simulated.bids_root), str(finished_run), *RUN_FLAGS]) == 0
+    # Options that only validate the input change no output: nothing is redone.
+    flags = [*RUN_FLAGS, "--no-check-data", "--min-volumes", "20"]
+    assert main(["run", str(simulated.bids_root), str(finished_run), *flags]) == 0
     provenance = json.loads((finished_run / "provenance.json").read_text())
     for stage in ("preprocess", "ica", "dual_regression", "stats"):
         assert provenance["stages"][stage]["status"] == "reused"
@@ -189,6 +191,12 @@ def test_changed_setting_recomputes_only_what_depends_on_it(finished_run, simula
     # des_norm is used by the ICA stage's NetworkMaps too, so both are redone.
     assert stages["ica"]["status"] == "computed"
     assert stages["dual_regression"]["status"] == "computed"
+    # Which group is the patients' flips every contrast: statistics are redone.
+    flags += ["--positive-label", "HC", "--stop-after", "stats"]
+    assert main(["run", str(simulated.bids_root), str(finished_run), *flags]) == 0
+    stages = json.loads((finished_run / "provenance.json").read_text())["stages"]
+    assert stages["preprocess"]["status"] == stages["ica"]["status"] == "reused"
+    assert stages["stats"]["status"] == "computed"
 
 
 def test_same_seed_gives_identical_outputs(finished_run, simulated, tmp_path):

@@ -88,29 +88,42 @@ class Stage:
         outputs it wrote (relative to the output folder or absolute).
     sections : tuple of str
         Configuration sections whose values change the stage's outputs.
+    uses_design : bool
+        Whether the outputs depend on who is in which group (and the
+        covariates): then a relabelled cohort redoes the stage.
     """
 
     name: str
     function: Callable[[RunContext], list[Path]]
     sections: tuple[str, ...]
+    uses_design: bool = False
 
 
 # Stages implemented in this version, in pipeline order. A stage name of
 # ``STAGES`` missing here is reported as not available yet.
 IMPLEMENTED_STAGES: tuple[Stage, ...] = (
-    Stage("preprocess", stage_runners.run_preprocess, ("input", "preprocess")),
+    # The cohort's files (checksums) are in every stage's key and its design in
+    # those that use it; the [input] options only choose files or validate them,
+    # so they are not a section here.
+    Stage("preprocess", stage_runners.run_preprocess, ("preprocess",)),
     Stage("ica", stage_runners.run_ica, ("ica", "networks", "dual_regression")),
-    Stage("dual_regression", stage_runners.run_dual_regression, ("dual_regression",)),
-    Stage("stats", stats_stage.run_stats, ("stats",)),
-    Stage("classify", classify_stage.run_classify, ("classify",)),
-    Stage("explain", explain_stage.run_explain, ("explain",)),
+    # Its subject-order tables list each subject's group.
+    Stage(
+        "dual_regression",
+        stage_runners.run_dual_regression,
+        ("dual_regression",),
+        uses_design=True,
+    ),
+    Stage("stats", stats_stage.run_stats, ("stats",), uses_design=True),
+    Stage("classify", classify_stage.run_classify, ("classify",), uses_design=True),
+    Stage("explain", explain_stage.run_explain, ("explain",), uses_design=True),
 )
 
 # With an FSL dual_regression folder as input, its maps stand in for the first
 # three stages: one stage (named after the last of them, so that --stop-after
 # means the same) labels the group maps and writes the network stacks.
 FSL_STAGES: tuple[Stage, ...] = (
-    Stage("dual_regression", fsl_stage.run_fsl_networks, ("input", "ica", "networks")),
+    Stage("dual_regression", fsl_stage.run_fsl_networks, ("ica", "networks"), uses_design=True),
     *IMPLEMENTED_STAGES[3:],
 )
 #: Status of the stages an FSL dual_regression folder replaces.
@@ -175,7 +188,7 @@ def _check_output_folder(input_path: Path, out_dir: Path, derivatives: str | Non
         raise InputError(f"OUTPUT_DIR {out_dir} exists and is not a folder. Choose another.")
 
 
-def _stage_key(stage: Stage, context: RunContext, inputs_key: str) -> str:
+def _stage_key(stage: Stage, context: RunContext, inputs_key: dict[str, str]) -> str:
     # Preprocessing draws nothing at random: another seed must not redo it.
     seeded = stage.name != "preprocess"
     return _digest(
@@ -184,7 +197,8 @@ def _stage_key(stage: Stage, context: RunContext, inputs_key: str) -> str:
             "stage": stage.name,
             "config": context.config.fingerprint(*stage.sections),
             "seed": context.config.run.random_seed if seeded else None,
-            "inputs": inputs_key,
+            "inputs": inputs_key["data"],
+            "design": inputs_key["design"] if stage.uses_design else None,
             "upstream": dict(context.stage_keys),
         }
     )
@@ -287,9 +301,10 @@ def run(
         timings = {"input": {"start": _iso(started), "end": _iso(time.time())}}
         summary = _write_run_description(input_path, out_dir, config, cohort)
         context = RunContext(config, cohort, out_dir, summary, progress=progress, fsl=fsl)
-        inputs_key = _digest(
-            [cohort.labels, cohort.groups, sorted(checksums.items()), cohort.covariates.to_json()]
-        )
+        inputs_key = {
+            "data": _digest([cohort.labels, sorted(checksums.items())]),
+            "design": _digest([cohort.groups, cohort.positive_label, cohort.covariates.to_json()]),
+        }
         from rsxai.execution import execution_backend, with_n_jobs
 
         # Locally or on a Dask cluster: the stages' joblib loops run where the
@@ -349,13 +364,11 @@ def _write_report(out_dir: Path) -> None:
     from rsxai.report import write_report
 
     try:
-        path = write_report(out_dir)
+        write_report(out_dir)  # logs where it wrote
     except Exception:  # the results are written; a broken figure must not lose them
         logger.exception(
             "The report could not be written; rebuild it with `rsxai report %s`.", out_dir
         )
-    else:
-        logger.info("Report: %s", path)
 
 
 def _write_run_description(
@@ -374,7 +387,7 @@ def _write_run_description(
     return summary
 
 
-def _run_stages(context: RunContext, inputs_key: str) -> dict[str, dict]:
+def _run_stages(context: RunContext, inputs_key: dict[str, str]) -> dict[str, dict]:
     """Run or reuse each stage up to ``stop_after``; return their timings."""
     # What a killed run was writing; never taken as done, only wasted space.
     removed = remove_partial_files(context.out_dir)
