@@ -13,13 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 from rsxai import classify_stage, explain_stage, fsl_stage, stage_runners, stats_stage
@@ -43,21 +39,10 @@ from rsxai.outputs import (
     write_text,
     write_tsv,
 )
+from rsxai.provenance import iso_time, write_provenance
 from rsxai.stage_runners import confounds_strategy
 
 logger = logging.getLogger("rsxai")
-
-KEY_PACKAGES = (
-    "numpy",
-    "scipy",
-    "nibabel",
-    "nilearn",
-    "scikit-learn",
-    "pandas",
-    "joblib",
-    "torch",
-    "matplotlib",
-)
 
 
 @dataclass
@@ -128,17 +113,6 @@ FSL_STAGES: tuple[Stage, ...] = (
 )
 #: Status of the stages an FSL dual_regression folder replaces.
 FSL_GIVEN = "given (FSL dual_regression folder)"
-
-
-def package_versions() -> dict[str, str | None]:
-    """Versions of rsxai, Python and the key dependencies."""
-    versions: dict[str, str | None] = {"rsxai": __version__, "python": sys.version.split()[0]}
-    for package in KEY_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 def load_cohort(input_path: Path, config: Config, *, progress: bool = False) -> Cohort:
@@ -298,7 +272,7 @@ def run(
             output_path(out_dir, "checksum_cache"),
             n_jobs=config.run.n_jobs,
         )
-        timings = {"input": {"start": _iso(started), "end": _iso(time.time())}}
+        timings = {"input": {"start": iso_time(started), "end": iso_time(time.time())}}
         summary = _write_run_description(input_path, out_dir, config, cohort)
         context = RunContext(config, cohort, out_dir, summary, progress=progress, fsl=fsl)
         inputs_key = {
@@ -315,25 +289,15 @@ def run(
                 timings.update(_run_stages(context, inputs_key))
             finally:
                 context.config = config
-        write_json(
-            output_path(out_dir, "provenance"),
-            {
-                "rsxai_version": __version__,
-                "command": command,
-                "started": _iso(started),
-                "finished": _iso(time.time()),
-                "random_seed": config.run.random_seed,
-                "versions": package_versions(),
-                "platform": {
-                    "system": platform.platform(),
-                    "machine": platform.machine(),
-                    "processor": platform.processor(),
-                },
-                "configuration": config.to_dict(),
-                "input": str(input_path.resolve()),
-                "input_checksums": checksums,
-                "stages": timings,
-            },
+        write_provenance(
+            out_dir,
+            command=command,
+            started=started,
+            random_seed=config.run.random_seed,
+            configuration=config.to_dict(),
+            inputs=str(input_path.resolve()),
+            input_checksums=checksums,
+            stages=timings,
         )
         if config.run.stop_after == "report":
             _write_report(out_dir)
@@ -425,8 +389,8 @@ def _run_stages(context: RunContext, inputs_key: dict[str, str]) -> dict[str, di
             root = context.out_dir.resolve()
             relative = sorted(str(Path(p).resolve().relative_to(root)) for p in written)
             timing = {
-                "start": _iso(start),
-                "end": _iso(time.time()),
+                "start": iso_time(start),
+                "end": iso_time(time.time()),
                 "seconds": round(time.time() - start, 3),
             }
             write_json(marker, {"stage": name, "key": key, "outputs": relative, "timing": timing})
@@ -437,7 +401,3 @@ def _run_stages(context: RunContext, inputs_key: dict[str, str]) -> dict[str, di
 
 def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")

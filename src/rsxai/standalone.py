@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rsxai._version import __version__
 from rsxai.config import OPTIONS, Config
 from rsxai.exceptions import InputError
 
@@ -139,29 +138,17 @@ def _start_outputs(
 def _write_provenance(
     out_dir: Path, config: Config, keys, inputs: dict, started: float, command: list[str] | None
 ) -> None:
-    from datetime import datetime, timezone
+    from rsxai.outputs import file_checksum
+    from rsxai.provenance import write_provenance
 
-    from rsxai.outputs import file_checksum, output_path, write_json
-    from rsxai.pipeline import package_versions
-
-    def iso(seconds: float) -> str:
-        return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
-
-    write_json(
-        output_path(out_dir, "provenance"),
-        {
-            "rsxai_version": __version__,
-            "command": command,
-            "started": iso(started),
-            "finished": iso(time.time()),
-            "random_seed": config.run.random_seed,
-            "versions": package_versions(),
-            "configuration": {
-                key: getattr(config, key.split(".")[0])[key.split(".")[1]] for key in keys
-            },
-            "input": inputs,
-            "input_checksums": {path: file_checksum(path) for path in inputs.values() if path},
-        },
+    write_provenance(
+        out_dir,
+        command=command,
+        started=started,
+        random_seed=config.run.random_seed,
+        configuration={key: getattr(config, key.split(".")[0])[key.split(".")[1]] for key in keys},
+        inputs=inputs,
+        input_checksums={path: file_checksum(path) for path in inputs.values() if path},
     )
 
 

@@ -1,0 +1,99 @@
+"""provenance.json: what repeats a run (command, seed, configuration, versions, inputs).
+
+Written last by ``rsxai run`` and by ``rsxai stats`` / ``rsxai classify``,
+with one shape: the command line, when it started and finished, the seed,
+the versions of rsxai, Python and the key dependencies, the platform, the
+resolved configuration, the inputs and their checksums, and the stages'
+timings when there are stages.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from rsxai._version import __version__
+from rsxai.outputs import output_path, write_json
+
+KEY_PACKAGES = (
+    "numpy",
+    "scipy",
+    "nibabel",
+    "nilearn",
+    "scikit-learn",
+    "pandas",
+    "joblib",
+    "torch",
+    "matplotlib",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of rsxai, Python and the key dependencies (None when not installed)."""
+    versions: dict[str, str | None] = {"rsxai": __version__, "python": sys.version.split()[0]}
+    for package in KEY_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def iso_time(seconds: float) -> str:
+    """A POSIX time as UTC ISO 8601, to the second."""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def write_provenance(
+    out_dir: Path,
+    *,
+    command: list[str] | None,
+    started: float,
+    random_seed: int,
+    configuration: dict,
+    inputs: str | dict,
+    input_checksums: dict[str, str],
+    stages: dict | None = None,
+) -> Path:
+    """Write ``OUTPUT_DIR/provenance.json`` (atomically); return its path.
+
+    Parameters
+    ----------
+    out_dir : Path
+    command : list of str or None
+        The command line as typed.
+    started : float
+        POSIX time the run started; it finishes now.
+    random_seed : int
+    configuration : dict
+        The resolved options (sections of ``rsxai.toml``, or flat keys).
+    inputs : str or dict
+        The input path, or named input paths.
+    input_checksums : dict of str to str
+        Path -> checksum of every input file read.
+    stages : dict, optional
+        Each stage's status and timing.
+    """
+    record = {
+        "rsxai_version": __version__,
+        "command": command,
+        "started": iso_time(started),
+        "finished": iso_time(time.time()),
+        "random_seed": random_seed,
+        "versions": package_versions(),
+        "platform": {
+            "system": platform.platform(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+        },
+        "configuration": configuration,
+        "input": inputs,
+        "input_checksums": input_checksums,
+    }
+    if stages is not None:
+        record["stages"] = stages
+    return write_json(output_path(out_dir, "provenance"), record)
