@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from rsxai.classify import cross_validate, ensemble_predictions, make_splits
+from rsxai.classify import cross_validate, ensemble_predictions
 from rsxai.cnn_classifier import CNNClassifier
+from rsxai.cv_splits import make_splits
 from rsxai.exceptions import InputError
 
 

@@ -285,8 +285,8 @@ def run_stack_classify(
     summary : dict
         The content of ``summary.json``.
     """
-    from rsxai.classify import make_splits
     from rsxai.classify_stage import FixedMaps, classify_maps, write_classification
+    from rsxai.cv_splits import make_splits
     from rsxai.execution import execution_backend, with_n_jobs
 
     options = config.classify
