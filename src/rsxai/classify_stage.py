@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from rsxai.classifier_options import baseline_estimator, cnn_estimator, configured_models
 from rsxai.classify import CrossValidation, cross_validate
 from rsxai.cv_permutations import refit_permutation_scores
 from rsxai.grid import Grid
@@ -78,64 +79,6 @@ class FixedMaps:
 
     def transform(self, subjects) -> np.ndarray:
         return self.maps[np.asarray(subjects, dtype=int)]
-
-
-def _inner_folds(y: np.ndarray, scheme: str, n_splits: int) -> int:
-    """Inner-CV folds for the baselines' C: 5, or fewer when a training fold is small."""
-    smallest = int(np.bincount(y).min())
-    held_out = 1 if scheme == "loo" else int(np.ceil(smallest / n_splits))
-    return int(max(2, min(5, smallest - held_out)))
-
-
-def _baseline(config: Config, y: np.ndarray, kind: str):
-    from rsxai.baselines import LinearBaseline
-
-    options = config.classify
-    inner_cv = _inner_folds(y, options.cv_scheme, options.cv_folds)
-    return LinearBaseline(kind=kind, inner_cv=inner_cv, random_state=config.run.random_seed)
-
-
-def cnn_estimator(config: Config, mask: np.ndarray):
-    """The CNN classifier configured by the run's ``[classify]`` options (unfitted)."""
-    from rsxai.cnn_classifier import CNNClassifier
-
-    options = config.classify
-    return CNNClassifier(
-        mask,
-        n_blocks=options.cnn_blocks,
-        width=options.cnn_width,
-        dropout=options.cnn_dropout,
-        max_epochs=options.cnn_epochs,
-        patience=options.cnn_patience,
-        batch_size=options.cnn_batch_size,
-        learning_rate=options.cnn_learning_rate,
-        weight_decay=options.cnn_weight_decay,
-        shift_voxels=options.cnn_shift_voxels,
-        noise_sd=options.cnn_noise_sd,
-        random_state=config.run.random_seed,
-        device=config.run.device,
-        # One thread: results are bitwise identical only at a fixed thread count
-        # (so any machine repeats them), and on 2 shared cores torch's default
-        # threads were measured 15x slower (benchmarks/cnn_training.py).
-        n_threads=1,
-    )
-
-
-def configured_models(config: Config, y: np.ndarray, mask: np.ndarray) -> dict:
-    """The classifiers of the ``[classify]`` options, unfitted, keyed by model name.
-
-    Parameters
-    ----------
-    config : Config
-    y : ndarray of shape (n_subjects,)
-        The labels (the size of the smaller group sets the baselines' inner folds).
-    mask : ndarray of bool, shape (X, Y, Z)
-        The analysis mask (the CNN's input grid).
-    """
-    return {
-        name: cnn_estimator(config, mask) if name == "cnn" else _baseline(config, y, name)
-        for name in config.classify.models
-    }
 
 
 def build_models(context: RunContext, mask: np.ndarray) -> dict:
@@ -291,7 +234,7 @@ def _significance(
             seed=config.run.random_seed,
         )
     return permutation_scores(
-        _baseline(config, y, model),
+        baseline_estimator(config, y, model),
         fold_X,
         y,
         folds,

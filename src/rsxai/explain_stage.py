@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from rsxai.classifier_options import cnn_estimator
 from rsxai.exceptions import InputError
 from rsxai.explain import (
     METHOD_LABELS,
@@ -171,8 +172,6 @@ def explain_network(
     effect_region: np.ndarray | None,
 ) -> tuple[dict, list[Path]]:
     """Explain one network's held-out subjects; write its outputs; return its summary entry."""
-    from rsxai.classify_stage import cnn_estimator
-
     options, seed = config.explain, config.run.random_seed
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
