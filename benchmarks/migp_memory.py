@@ -1,6 +1,6 @@
 """Peak memory of group ICA (MIGP) as the number of subjects grows.
 
-MIGP keeps a working matrix of at most ``2 m`` rows of ``V`` voxels and one
+MIGP keeps a working matrix of at most ``m`` rows of ``V`` voxels and one
 subject at a time, so the peak memory of :class:`rsxai.ica.GroupICA` should
 not grow with the cohort. Simulating and preprocessing 600 subjects would
 take long and tens of GB of disk, so this benchmark feeds GroupICA
@@ -104,8 +104,8 @@ def markdown(result: dict) -> str:
         "subject's loader when MIGP reads it (seeded), so that 600 subjects need neither "
         "simulation time nor disk. `GroupICA(20)` defaults, n_jobs = 1, BLAS threads: "
         f"{result['blas_threads'] or 'default'}, one fresh process per size; "
-        f"MIGP dimension m = {rows[0]['migp_dim']} (2T - 1), at most "
-        f"{max(r['migp_peak_rows'] for r in rows)} rows held.",
+        f"MIGP dimension m = {rows[0]['migp_dim']} (2T - 1): m rows held, at most "
+        f"{max(r['migp_peak_rows'] for r in rows)} decomposed at once.",
         "",
         "| subjects | time (s) | peak memory (MiB) | above imports (MiB) |",
         "| ---: | ---: | ---: | ---: |",

@@ -7,7 +7,13 @@ import pytest
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from rsxai.dual_regression import DualRegressionResult, _t_to_z, dual_regression
+from rsxai.dual_regression import (
+    _TABLE_MIN_SIZE,
+    _TABLE_T_MAX,
+    DualRegressionResult,
+    _t_to_z,
+    dual_regression,
+)
 from rsxai.exceptions import InputError
 
 
@@ -145,6 +151,31 @@ def test_t_to_z_matches_scipy_and_stays_finite():
     assert np.all(np.diff(z_grid) > 0)
     assert np.max(np.abs(np.diff(z_grid))) < 0.5
     assert np.all(_t_to_z(np.array([np.inf, -np.inf]), dof) == [np.inf, -np.inf])
+
+
+@pytest.mark.parametrize("dof", [1, 4, 37, 129, 5000])
+def test_t_to_z_table_for_large_arrays_matches_scipy(dof):
+    # Arrays of _TABLE_MIN_SIZE values or more go through the piecewise cubic table
+    # for |t| < _TABLE_T_MAX, and the exact conversion elsewhere.
+    rng = np.random.default_rng(dof)
+    t = np.concatenate(
+        [
+            rng.standard_normal(20_000) * 3,
+            rng.uniform(-_TABLE_T_MAX - 5, _TABLE_T_MAX + 5, 20_000),
+            np.linspace(-1e-6, 1e-6, 101),  # around 0, where Z ~ t
+            np.nextafter(_TABLE_T_MAX, 0) * np.array([1.0, -1.0]),  # the table's last step
+        ]
+    )
+    assert t.size >= _TABLE_MIN_SIZE
+    reference = same_tail_z(t, dof)
+    finite = np.isfinite(reference)  # isf(sf) overflows far out; _t_to_z does not
+    np.testing.assert_allclose(_t_to_z(t, dof)[finite], reference[finite], rtol=1e-9, atol=1e-9)
+    # Fewer values than _TABLE_MIN_SIZE are converted exactly: both ways agree.
+    np.testing.assert_allclose(_t_to_z(t, dof)[:5000], _t_to_z(t[:5000], dof), atol=1e-9)
+    special_values = np.array([np.inf, -np.inf, 1e300, 0.0])
+    large = np.concatenate([t, special_values])
+    np.testing.assert_array_equal(_t_to_z(large, dof)[-4:], _t_to_z(special_values, dof))
+    assert np.isnan(_t_to_z(np.concatenate([t, [np.nan]]), dof)[-1])
 
 
 def test_recovers_planted_subject_maps_and_null_voxels_are_calibrated():

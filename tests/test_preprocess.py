@@ -66,15 +66,26 @@ def test_blob_lands_at_its_mni_coordinate(source_affine):
         np.testing.assert_allclose(volume, gaussian_blob(grid_world, centre), atol=1e-6)
 
 
-def test_identical_grid_passes_through():
+@pytest.mark.parametrize("source", ["C-ordered array", "Fortran-ordered array", "file"])
+def test_identical_grid_passes_through(tmp_path, source):
     rng = np.random.default_rng(0)
     affine, shape = mni_grid(4)
     mask = np.zeros(shape, dtype=bool)
     mask[10:20, 12:30, 5:25] = True
+    mask[3, 4, 5] = True  # a voxel apart, to check the order of the columns
     grid = Grid(mask, affine)
     data = rng.normal(size=(*shape, 3)).astype(np.float32)
-    values = resample_to_grid(nib.Nifti1Image(data, affine), grid)
-    np.testing.assert_array_equal(values, data[mask].T)
+    data[11, 13, 6, 1] = np.nan  # inside the mask: read as 0
+    data[0, 0, 0, :] = np.inf  # outside the mask: never read
+    expected = np.nan_to_num(data[mask].T, nan=0.0)
+    img = nib.Nifti1Image(np.asfortranarray(data) if source != "C-ordered array" else data, affine)
+    if source == "file":
+        nib.save(img, tmp_path / "bold.nii.gz")
+        img = nib.load(tmp_path / "bold.nii.gz")  # nibabel reads Fortran-ordered arrays
+    values = resample_to_grid(img, grid)
+    np.testing.assert_array_equal(values, expected)
+    assert values.flags.c_contiguous and values.dtype == np.float32
+    assert not np.shares_memory(values, data)
 
 
 def test_matches_nilearn_trilinear_resampling_off_lattice():

@@ -9,6 +9,7 @@ import pytest
 from nilearn.signal import clean as nilearn_clean
 from scipy.interpolate import CubicSpline
 
+from rsxai import signal_cleaning
 from rsxai.exceptions import InputError
 from rsxai.signal_cleaning import clean_signals
 
@@ -86,6 +87,19 @@ def test_censoring_matches_nilearn(high_pass, low_pass):
     reference = nilearn_reference(signals, confounds, sample_mask.copy(), high_pass, low_pass)
     assert ours.shape[0] == 100 - len(censored)
     assert_matches(ours, reference)
+
+
+def test_long_runs_filter_each_voxel_with_the_same_result(monkeypatch):
+    # Up to _OPERATOR_MAX_VOLUMES volumes the cleaning is one matrix product;
+    # beyond, each voxel is filtered. Force the second way on a short run.
+    signals, confounds = realistic_signals(n_voxels=200), random_confounds()
+    sample_mask = np.setdiff1d(np.arange(100), [0, 1, 30, 31, 32, 60])
+    by_product = clean_signals(signals, tr=TR, confounds=confounds, sample_mask=sample_mask)
+    monkeypatch.setattr(signal_cleaning, "_OPERATOR_MAX_VOLUMES", 0)
+    by_filter = clean_signals(signals, tr=TR, confounds=confounds, sample_mask=sample_mask)
+    np.testing.assert_allclose(by_filter, by_product, atol=1e-6, rtol=0)
+    reference = nilearn_reference(signals, confounds, sample_mask.copy(), 0.01, 0.1)
+    assert_matches(by_filter, reference)
 
 
 def test_censoring_interpolates_every_censored_volume():

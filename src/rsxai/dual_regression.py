@@ -16,18 +16,26 @@ Arrays are already masked: a volume is a row of ``V`` in-mask voxels.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from rsxai.exceptions import InputError
 
 __all__ = ["DualRegressionResult", "dual_regression", "spatial_regression"]
 
-# Below this log tail probability scipy's t.logsf loses precision and then
-# underflows to -inf (it computes log(sf)); there the closed form is used.
+# Below this log tail probability log(t.sf) loses precision and then
+# underflows to -inf; there the closed form is used.
 _LOG_SF_SWITCH = -200.0
+# t-to-Z by table (see _t_to_z): arrays from this size, |t| below this bound,
+# largest error allowed (Z units; the Z maps are stored as float32).
+_TABLE_MIN_SIZE = 20_000
+_TABLE_T_MAX = 40.0
+_TABLE_TOLERANCE = 1e-10
+# Voxels per block of the residuals (float64 temporaries of (T, block)).
+_VOXEL_BLOCK = 2048
 
 
 @dataclass(frozen=True)
@@ -103,9 +111,17 @@ def spatial_regression(
         )
     if maps_pinv is None:
         maps_pinv = spatial_pseudo_inverse(maps)
-    volumes = data.astype(np.float64)
-    volumes -= volumes.mean(axis=1, keepdims=True)
-    return volumes @ maps_pinv.T
+    return _stage_one(data.astype(np.float64), maps_pinv)
+
+
+def _stage_one(volumes: np.ndarray, maps_pinv: np.ndarray) -> np.ndarray:
+    """``(volumes - row means) @ maps_pinv.T`` without modifying or copying ``volumes``.
+
+    The demeaning is applied to the (T, K) product instead of the (T, V)
+    data: ``(Y - m 1') P' = Y P' - m (P 1)'``.
+    """
+    row_means = volumes.mean(axis=1)
+    return volumes @ maps_pinv.T - np.outer(row_means, maps_pinv.sum(axis=1))
 
 
 def spatial_pseudo_inverse(maps: np.ndarray) -> np.ndarray:
@@ -134,11 +150,88 @@ def spatial_pseudo_inverse(maps: np.ndarray) -> np.ndarray:
 def _t_to_z(t: np.ndarray, dof: int) -> np.ndarray:
     """Z with the same tail probability as Student's ``t`` with ``dof`` degrees of freedom.
 
+    For arrays of at least ``_TABLE_MIN_SIZE`` values, ``|t| < _TABLE_T_MAX``
+    is converted by a table of cubic pieces (:func:`_z_table`) checked to
+    agree with the exact conversion within ``_TABLE_TOLERANCE``; everything
+    else by :func:`_t_to_z_exact`. The exact conversion costs about 0.5 us
+    per value (the incomplete beta function of the t tail), 0.3 s for one
+    subject's 20 maps of 26,600 voxels, more than both regressions; the table
+    costs about 20 times less.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    table = _z_table(int(dof)) if t.size >= _TABLE_MIN_SIZE else None
+    if table is None:
+        return _t_to_z_exact(t, dof)
+    steps_per_unit, coefficients = table
+    abs_t = np.abs(t)
+    inside = abs_t < _TABLE_T_MAX  # NaN and values beyond the table: exact
+    everywhere = bool(inside.all())
+    position = abs_t * steps_per_unit if everywhere else abs_t[inside] * steps_per_unit
+    index = np.minimum(position.astype(np.intp), coefficients.shape[1] - 1)
+    position -= index  # in [0, 1]: where in its step each value lies
+    # Horner's rule on the cubic of each value's step.
+    z = np.take(coefficients[3], index)
+    for power in (2, 1, 0):
+        z *= position
+        z += np.take(coefficients[power], index)
+    if everywhere:
+        abs_z = z
+    else:
+        abs_z = np.empty_like(abs_t)
+        abs_z[inside] = z
+        abs_z[~inside] = _t_to_z_exact(abs_t[~inside], dof)
+    return np.copysign(abs_z, t)
+
+
+@functools.lru_cache(maxsize=16)
+def _z_table(dof: int) -> tuple[float, np.ndarray] | None:
+    """Piecewise cubic ``|t| -> |z|`` on ``[0, _TABLE_T_MAX)`` for ``dof``, or None.
+
+    Cubic Hermite interpolation between exact values at equally spaced
+    nodes, with the exact slope ``dz/dt = f_t(t) / phi(z)`` (the ratio of
+    the t and normal densities) at each node. Its error within a step is
+    largest near the middle of the step, so it is checked against
+    :func:`_t_to_z_exact` at every midpoint; the step is refined until the
+    largest error is below ``_TABLE_TOLERANCE``, and None is returned (exact
+    conversion everywhere) if even the finest step does not reach it.
+
+    Returns
+    -------
+    steps_per_unit : float
+        Number of steps per unit of ``t``.
+    coefficients : ndarray of shape (4, n_steps)
+        ``coefficients[p, i]`` multiplies ``s ** p`` in step ``i``, ``s`` the
+        position within the step in [0, 1].
+    """
+    log_t_density_constant = (
+        special.gammaln((dof + 1) / 2.0) - special.gammaln(dof / 2.0) - 0.5 * np.log(dof * np.pi)
+    )
+    for n_steps in (1024, 4096, 16384):
+        step = _TABLE_T_MAX / n_steps
+        nodes = np.arange(n_steps + 1) * step
+        z = _t_to_z_exact(nodes, dof)
+        log_t_density = log_t_density_constant - (dof + 1) / 2.0 * np.log1p(nodes**2 / dof)
+        log_normal_density = -0.5 * z**2 - 0.5 * np.log(2.0 * np.pi)
+        slope = np.exp(log_t_density - log_normal_density) * step  # dz/ds
+        z0, z1, d0, d1 = z[:-1], z[1:], slope[:-1], slope[1:]
+        coefficients = np.stack(
+            [z0, d0, 3.0 * (z1 - z0) - 2.0 * d0 - d1, 2.0 * (z0 - z1) + d0 + d1]
+        )
+        midpoints = np.array([1.0, 0.5, 0.25, 0.125]) @ coefficients
+        error = np.abs(midpoints - _t_to_z_exact(nodes[:-1] + step / 2.0, dof))
+        if error.max() <= _TABLE_TOLERANCE:
+            return n_steps / _TABLE_T_MAX, coefficients
+    return None
+
+
+def _t_to_z_exact(t: np.ndarray, dof: int) -> np.ndarray:
+    """Z with the same tail probability as Student's ``t``, from the t tail itself.
+
     ``z = norm.isf(t.sf(t, dof))`` evaluated in log space, so that it stays
     finite when the tail probability underflows double precision (|t| in the
     thousands and beyond). For log tail probabilities below -200, where
-    scipy's ``t.logsf`` first loses precision and then returns -inf, the
-    closed form of the t tail is used instead (DLMF 8.17.8)::
+    ``log(t.sf)`` first loses precision and then is -inf, the closed form of
+    the t tail is used instead (DLMF 8.17.8)::
 
         sf(t) = I_x(a, 1/2) / 2,  x = dof / (dof + t^2),  a = dof / 2
         I_x(a, b) = x^a (1 - x)^b / (a B(a, b)) * 2F1(a + b, 1; a + 1; x)
@@ -148,7 +241,9 @@ def _t_to_z(t: np.ndarray, dof: int) -> np.ndarray:
     """
     t = np.asarray(t, dtype=np.float64)
     abs_t = np.abs(t)
-    log_sf = stats.t.logsf(abs_t, dof)
+    with np.errstate(divide="ignore"):
+        # t.sf(|t|) = stdtr(dof, -|t|), as scipy.stats.t computes it.
+        log_sf = np.log(special.stdtr(dof, -abs_t))
     far = log_sf < _LOG_SF_SWITCH
     if np.any(far):
         t_far = abs_t[far]
@@ -212,7 +307,8 @@ def dual_regression(
         Variance-normalise the stage-1 time courses before stage 2 (FSL ``--des_norm``).
     z_maps : bool, default=True
         Compute the stage-2 Z maps (skipped, ``z_maps=None`` in the result, when
-        only the maps are needed: the t-to-Z conversion costs more than the regressions).
+        only the maps are needed: the residuals and the t-to-Z conversion cost about as
+        much as the regressions).
     maps_pinv : ndarray of shape (K, V), optional
         :func:`spatial_pseudo_inverse` of ``group_maps``, computed once and
         shared by all subjects (computed here when not given).
@@ -240,16 +336,26 @@ def dual_regression(
             f"{n_maps + 2} volumes (or fewer maps)."
         )
 
-    timecourses = spatial_regression(group_maps, subject_data, maps_pinv=maps_pinv)
+    if group_maps.shape[1] != subject_data.shape[1]:
+        raise InputError(
+            f"group_maps has {group_maps.shape[1]} voxels but subject_data has "
+            f"{subject_data.shape[1]}; both must be masked with the same brain mask (same "
+            "number of columns V)."
+        )
+    if maps_pinv is None:
+        maps_pinv = spatial_pseudo_inverse(group_maps)
+    # One float64 copy of the data serves both stages (stage 1 leaves it as it is).
+    voxels = subject_data.astype(np.float64)
+    timecourses = _stage_one(voxels, maps_pinv)
 
     design = timecourses - timecourses.mean(axis=0)
     if des_norm:
         scale = design.std(axis=0, ddof=1)
         # A flat time course stays a zero column: pinv then gives it beta = 0.
         design = np.divide(design, scale, out=np.zeros_like(design), where=scale > 0)
-    voxels = subject_data.astype(np.float64)
+    # Demeaned in place (a constant voxel must become exactly 0, so that its
+    # beta is exactly 0).
     voxels -= voxels.mean(axis=0)
-
     design_pinv = np.linalg.pinv(design)  # (K, T)
     maps = design_pinv @ voxels  # (K, V), all voxels at once
     if not z_maps:
@@ -259,8 +365,13 @@ def dual_regression(
             z_maps=None,
             dof=dof,
         )
-    residuals = voxels - design @ maps
-    sigma2 = np.einsum("tv,tv->v", residuals, residuals) / dof  # (V,)
+    # Residual sum of squares a block of voxels at a time: no (T, V) temporary.
+    sigma2 = np.empty(voxels.shape[1])
+    for start in range(0, voxels.shape[1], _VOXEL_BLOCK):
+        columns = slice(start, start + _VOXEL_BLOCK)
+        residuals = voxels[:, columns] - design @ maps[:, columns]
+        sigma2[columns] = np.einsum("tv,tv->v", residuals, residuals)
+    sigma2 /= dof
     # diag((X'X)^-1) = row norms of pinv(X) squared, without forming X'X.
     design_variance = np.einsum("kt,kt->k", design_pinv, design_pinv)  # (K,)
     standard_error = np.sqrt(design_variance[:, None] * sigma2[None, :])

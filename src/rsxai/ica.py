@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from numbers import Integral, Real
 
 import numpy as np
-from scipy import stats
+from scipy import linalg
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
@@ -36,6 +36,35 @@ _RELATIVE_EIGENVALUE_FLOOR = 1e-5
 
 def _is_int(value) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _whiten(pca_maps: np.ndarray) -> np.ndarray:
+    """Rows of unit variance, uncorrelated, spanning the rows of ``pca_maps``.
+
+    ``sqrt(V) * U'`` for the SVD ``pca_maps' = U S E'`` (left singular vectors
+    as rows), computed as ``S^-1 E' pca_maps`` from the eigendecomposition of
+    the small Gram matrix ``pca_maps pca_maps' = E S^2 E'`` rather than by an
+    SVD of the (V, K) matrix, whose workspace would be several (V, K) arrays.
+    The rows are the group PCA maps (MIGP rows are orthogonal already, so the
+    Gram matrix is well conditioned), each row's sign set so that its largest
+    absolute value is positive.
+
+    Parameters
+    ----------
+    pca_maps : ndarray of shape (K, V), float64
+        Rows demeaned across voxels, linearly independent.
+
+    Returns
+    -------
+    ndarray of shape (K, V), float64
+    """
+    n_voxels = pca_maps.shape[1]
+    eigenvalues, eigenvectors = linalg.eigh(pca_maps @ pca_maps.T)
+    eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
+    whitened = (eigenvectors / np.sqrt(eigenvalues / n_voxels)).T @ pca_maps
+    largest = np.argmax(np.abs(whitened), axis=1)
+    whitened *= np.sign(whitened[np.arange(whitened.shape[0]), largest])[:, None]
+    return whitened
 
 
 class GroupICA(BaseEstimator):
@@ -63,7 +92,7 @@ class GroupICA(BaseEstimator):
     migp_dim : int or None, default=None
         Rows ``m`` kept by MIGP (MELODIC's ``--migpN``); default ``2 T - 1``
         for a first subject of ``T`` volumes, capped by the rank of the data.
-        MIGP holds at most ``2 m`` rows of ``V`` voxels in memory.
+        MIGP holds ``m`` rows of ``V`` voxels (float32) and one subject in memory.
     n_restarts : int, default=10
         FastICA runs from different random starts. With 1, no stability can
         be measured and ``stability_`` is all NaN.
@@ -119,7 +148,8 @@ class GroupICA(BaseEstimator):
     migp_eigenvalues_ : ndarray of shape (m,)
         The corresponding eigenvalues (sums of squares).
     migp_peak_rows_ : int
-        Largest number of rows MIGP held at once (at most ``2 m``).
+        Largest number of rows MIGP decomposed at once (at most ``2 m``; see
+        :class:`rsxai.migp.MIGPResult`).
     subject_order_ : ndarray of shape (n_subjects,), int
         Order in which subjects were fed to MIGP.
     icasso_ : rsxai.ica_stability.StabilityResult or None
@@ -261,14 +291,10 @@ class GroupICA(BaseEstimator):
         # Spatial ICA: voxels are the samples, the K eigenvectors the features.
         pca_maps = group_pca.components[:n_components].astype(np.float64)
         pca_maps -= pca_maps.mean(axis=1, keepdims=True)
-        left, _, _ = np.linalg.svd(pca_maps.T, full_matrices=False)  # (V, K)
-        left *= np.sign(left[np.argmax(np.abs(left), axis=0), np.arange(n_components)])
-        whitened = left * np.sqrt(n_voxels)  # (V, K), unit variance, uncorrelated
-
-        seeds = rng.integers(0, 2**31 - 1, size=self.n_restarts)
         # FastICA's products run in float32 (see symmetric_fastica): half the
         # memory traffic of the (K, V) products that are its whole cost.
-        signals = np.ascontiguousarray(whitened.T, dtype=np.float32)
+        signals = _whiten(pca_maps).astype(np.float32)
+        seeds = rng.integers(0, 2**31 - 1, size=self.n_restarts)
         unmixings, self.n_iter_, converged = fastica_restarts(
             signals, seeds, fun=self.fun, max_iter=self.max_iter, tol=self.tol, n_jobs=self.n_jobs
         )
@@ -296,14 +322,22 @@ class GroupICA(BaseEstimator):
             self.icasso_ = None
             best_run, stability = 0, np.full(n_components, np.nan)
 
-        sources = (whitened @ unmixings[best_run].T).T  # (K, V)
-        sources -= sources.mean(axis=1, keepdims=True)
-        sources /= sources.std(axis=1, keepdims=True)
-        sources *= np.where(stats.skew(sources, axis=1) < 0, -1.0, 1.0)[:, None]
+        sources = unmixings[best_run] @ signals  # (K, V), float64
+        del signals
+        for row in sources:  # z-scored and sign-fixed one map at a time: no (K, V) temporaries
+            row -= row.mean()
+            row /= np.sqrt(np.dot(row, row) / n_voxels)
+            # Skewness of a z-scored map is its mean cube (scipy.stats.skew, bias=True).
+            if np.dot(row * row, row) < 0:
+                row *= -1.0
         mixing = pca_maps @ sources.T / n_voxels
+        del pca_maps
         order = np.argsort(-np.sum(mixing**2, axis=0), kind="stable")
 
-        self.components_ = sources[order].astype(np.float32)
+        self.components_ = np.empty(sources.shape, dtype=np.float32)
+        for target, index in zip(self.components_, order, strict=True):
+            target[:] = sources[index]
+        del sources
         self.mixing_ = mixing[:, order]
         self.stability_ = np.asarray(stability, dtype=np.float64)[order]
         # Components are orthogonal with squared norm V, so component k carries

@@ -29,29 +29,36 @@ from rsxai.exceptions import InputError
 __all__ = ["StabilityResult", "fastica_restarts", "icasso_stability", "symmetric_fastica"]
 
 FASTICA_FUNS = ("cube", "logcosh", "exp")
+# Samples (voxels) per block of a FastICA iteration.
+_SAMPLE_BLOCK = 2048
 
 
-def _cube(projections: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # g(u) = u^3, g'(u) = 3 u^2; MELODIC's pow3. In place, and u * u * u rather
-    # than u ** 3, which numpy evaluates with the generic pow (10-30x slower).
-    squares = projections * projections
-    g_prime_mean = 3.0 * squares.mean(axis=1, dtype=np.float64)
-    squares *= projections
-    return squares, g_prime_mean
+# Each non-linearity works in place on a (K, block) array of projections
+# u = W x and returns g(u) and, per row, the sum of g'(u) over the block (None
+# for the cube, whose mean g'(u) = 3 mean(u^2) comes exactly from the K x K
+# covariance of the signals; see _fastica_iterations).
+
+
+def _cube(projections: np.ndarray) -> tuple[np.ndarray, None]:
+    # g(u) = u^3, g'(u) = 3 u^2; MELODIC's pow3. u * u * u rather than u ** 3,
+    # which numpy evaluates with the generic pow (10-30x slower).
+    projections *= projections * projections
+    return projections, None
 
 
 def _logcosh(projections: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # g(u) = tanh(u), g'(u) = 1 - tanh(u)^2 (scikit-learn's default, alpha = 1).
     g = np.tanh(projections, out=projections)
-    return g, 1.0 - np.mean(g * g, axis=1, dtype=np.float64)
+    return g, g.shape[1] - np.sum(g * g, axis=1, dtype=np.float64)
 
 
 def _exp(projections: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # g(u) = u exp(-u^2 / 2), g'(u) = (1 - u^2) exp(-u^2 / 2).
     squares = projections * projections
     gauss = np.exp(-0.5 * squares)
-    g_prime_mean = np.mean((1.0 - squares) * gauss, axis=1, dtype=np.float64)
-    return projections * gauss, g_prime_mean
+    g_prime_sum = np.sum((1.0 - squares) * gauss, axis=1, dtype=np.float64)
+    projections *= gauss
+    return projections, g_prime_sum
 
 
 _NONLINEARITIES = {"cube": _cube, "logcosh": _logcosh, "exp": _exp}
@@ -83,8 +90,10 @@ def symmetric_fastica(
     float64 only. Here the two ``(K, V)`` products run in the precision of
     ``signals`` (float32 in :class:`~rsxai.ica.GroupICA`: their relative
     error, about 1e-6, is far below ``tol``), the means of the non-linearity
-    and the ``K x K`` unmixing matrix in float64. On a 20 x 26,600 problem one
-    iteration takes about 1 ms instead of 35 ms.
+    and the ``K x K`` unmixing matrix in float64; the products and the
+    non-linearity are done a block of samples at a time, so that the
+    projections stay in cache. On a 20 x 26,600 problem one iteration takes
+    about 0.8 ms (one core) instead of 35 ms.
 
     Parameters
     ----------
@@ -109,12 +118,64 @@ def symmetric_fastica(
     converged : bool
         Whether the tolerance was reached within ``max_iter``.
     """
+    return _fastica_iterations(_Whitened.of(signals), w_init, fun, max_iter, tol)
+
+
+@dataclass(frozen=True)
+class _Whitened:
+    """Whitened signals with what every FastICA iteration on them reuses.
+
+    ``samples`` is a C-contiguous copy of ``signals.T``: the product
+    ``g @ samples`` runs about a third faster than ``g @ signals.T`` on the
+    transposed view (measured for K = 20, V = 26,600, float32), for 1/K more
+    memory. ``covariance`` (float64) gives ``mean(u^2)`` of the projections
+    ``u = W signals`` exactly as ``diag(W C W')``.
+    """
+
+    signals: np.ndarray  # (K, V)
+    samples: np.ndarray  # (V, K), C-contiguous
+    covariance: np.ndarray  # (K, K), float64: signals @ signals.T / V
+
+    @classmethod
+    def of(cls, signals: np.ndarray) -> _Whitened:
+        n_components, n_samples = signals.shape
+        covariance = np.zeros((n_components, n_components))
+        for start in range(0, n_samples, 4096):  # float64 temporaries of (K, 4096)
+            block = signals[:, start : start + 4096].astype(np.float64)
+            covariance += block @ block.T
+        return cls(signals, np.ascontiguousarray(signals.T), covariance / n_samples)
+
+
+def _fastica_iterations(
+    whitened: _Whitened, w_init: np.ndarray, fun: str, max_iter: int, tol: float
+) -> tuple[np.ndarray, int, bool]:
+    """The fixed-point iteration of :func:`symmetric_fastica` on prepared signals."""
     nonlinearity = _NONLINEARITIES[fun]
-    n_samples = signals.shape[1]
+    signals, samples, covariance = whitened.signals, whitened.samples, whitened.covariance
+    n_components, n_samples = signals.shape
+    # The two products and the non-linearity run a block of samples at a time,
+    # so that the (K, block) projections stay in cache between them: about 20 %
+    # faster than whole (K, V) products (K = 20, V = 26,600, float32).
+    scratch = np.empty(n_components * _SAMPLE_BLOCK, dtype=signals.dtype)
     unmixing = _symmetric_decorrelation(np.asarray(w_init, dtype=np.float64))
     for n_iter in range(1, max_iter + 1):
-        g, g_prime_mean = nonlinearity(unmixing.astype(signals.dtype) @ signals)
-        update = (g @ signals.T).astype(np.float64) / n_samples
+        weights = unmixing.astype(signals.dtype)
+        update = np.zeros((n_components, n_components))
+        g_prime_sum = np.zeros(n_components)
+        for start in range(0, n_samples, _SAMPLE_BLOCK):
+            columns = slice(start, min(start + _SAMPLE_BLOCK, n_samples))
+            width = columns.stop - columns.start
+            projections = scratch[: n_components * width].reshape(n_components, width)
+            np.matmul(weights, signals[:, columns], out=projections)
+            g, g_prime_block = nonlinearity(projections)
+            update += g @ samples[columns]
+            if g_prime_block is not None:
+                g_prime_sum += g_prime_block
+        if fun == "cube":
+            g_prime_mean = 3.0 * np.einsum("ij,jk,ik->i", unmixing, covariance, unmixing)
+        else:
+            g_prime_mean = g_prime_sum / n_samples
+        update /= n_samples
         update -= g_prime_mean[:, None] * unmixing
         new = _symmetric_decorrelation(update)
         change = np.max(np.abs(np.abs(np.einsum("ij,ij->i", new, unmixing)) - 1.0))
@@ -125,25 +186,20 @@ def symmetric_fastica(
 
 
 def _one_restart(
-    signals: np.ndarray, seed: int, fun: str, max_iter: int, tol: float, max_attempts: int = 5
+    whitened: _Whitened, seed: int, fun: str, max_iter: int, tol: float, max_attempts: int = 5
 ) -> tuple[np.ndarray, int, bool]:
     """One FastICA run from ``seed``; returns (unmixing (K, K), n_iter, converged).
 
-    BLAS is limited to one thread so that a run gives bit-identical results in
-    the main process and in a joblib worker (thread count changes the order
-    of floating-point sums); the products are small (K x V) anyway. The cube
-    non-linearity can, from an unlucky start, drive the symmetric
+    The cube non-linearity can, from an unlucky start, drive the symmetric
     decorrelation to infinity; such a start is replaced by the next seed of a
     sequence derived from ``seed``, so the result stays deterministic.
     """
-    n_components = signals.shape[0]
+    n_components = whitened.signals.shape[0]
     attempt_seeds = np.random.SeedSequence(seed).generate_state(max_attempts)
     for attempt_seed in [seed, *attempt_seeds[1:].tolist()]:
         w_init = np.random.default_rng(attempt_seed).standard_normal((n_components, n_components))
-        with threadpool_limits(limits=1, user_api="blas"), np.errstate(all="ignore"):
-            unmixing, n_iter, converged = symmetric_fastica(
-                signals, w_init, fun=fun, max_iter=max_iter, tol=tol
-            )
+        with np.errstate(all="ignore"):
+            unmixing, n_iter, converged = _fastica_iterations(whitened, w_init, fun, max_iter, tol)
         if np.all(np.isfinite(unmixing)):
             return unmixing, n_iter, converged
     raise RuntimeError(
@@ -172,7 +228,10 @@ def fastica_restarts(
     fun, max_iter, tol
         See :func:`symmetric_fastica`.
     n_jobs : int or None, default=1
-        Runs in parallel (joblib semantics).
+        Runs in parallel (joblib semantics), in threads of this process: they
+        share one read-only copy of ``signals`` (processes would each hold,
+        and import, their own), and numpy releases the GIL in the products
+        and element-wise operations that are all of the work.
 
     Returns
     -------
@@ -180,10 +239,20 @@ def fastica_restarts(
         Orthogonal unmixing matrix of each run.
     n_iter : ndarray of shape (n_runs,), int
     converged : ndarray of shape (n_runs,), bool
+
+    Notes
+    -----
+    BLAS is limited to one thread during the runs, so that a run gives
+    bit-identical results whatever ``n_jobs`` (thread count changes the order
+    of floating-point sums); the products are small (K x V) anyway. The limit
+    is set once around all runs: threadpoolctl's limits are process-wide, so
+    threads setting and restoring them in turn would race.
     """
-    runs = Parallel(n_jobs=n_jobs)(
-        delayed(_one_restart)(signals, int(seed), fun, max_iter, tol) for seed in seeds
-    )
+    whitened = _Whitened.of(signals)
+    with threadpool_limits(limits=1, user_api="blas"):
+        runs = Parallel(n_jobs=n_jobs, require="sharedmem")(
+            delayed(_one_restart)(whitened, int(seed), fun, max_iter, tol) for seed in seeds
+        )
     return (
         np.stack([run[0] for run in runs]),
         np.array([run[1] for run in runs]),

@@ -3,9 +3,9 @@
 MIGP (MELODIC's Incremental Group-PCA; Smith et al. 2014, *NeuroImage*
 101:738-749) approximates the top spatial eigenvectors of the temporal
 concatenation of all subjects without ever holding that concatenation:
-subjects are visited in random order, their rows are appended to a working
-matrix ``W`` (rows x voxels), and whenever ``W`` is full it is replaced by its
-top ``m`` eigen-time-series ``U' W``. Subjects may be given as arrays or as
+subjects are visited in random order, and each one's rows ``Y`` are merged
+into a working matrix ``W`` of at most ``m`` rows by keeping the top ``m``
+eigen-time-series ``U' [W; Y]``. Subjects may be given as arrays or as
 zero-argument callables that load them, so only one subject is in memory at
 a time.
 
@@ -34,10 +34,10 @@ __all__ = [
     "migp",
 ]
 
-# Rows (volumes) per float64 temporary while normalising, and voxels per block
-# of the in-place reduction: both bound transient memory to a few MB.
+# Rows (volumes) per block of the finiteness check, and voxels per block when
+# normalising and reducing: both bound transient memory to about 1 MB.
 _ROW_BLOCK = 16
-_VOXEL_BLOCK = 4096
+_VOXEL_BLOCK = 1024
 
 SubjectSource = np.ndarray | Callable[[], np.ndarray]
 """One subject: a (T, V) array, or a zero-argument callable returning one."""
@@ -69,7 +69,9 @@ class MIGPResult:
         Upper bound on the rank of the concatenated data:
         ``min(sum(T_s - 1), V)`` (temporal demeaning removes one dimension per subject).
     peak_rows : int
-        Largest number of rows the working matrix held; never above ``2 m``.
+        Largest number of rows decomposed together (the rows of the working
+        matrix plus those of the piece of a subject being added); never
+        above ``2 m``. The working matrix itself holds at most ``m`` rows.
     """
 
     components: np.ndarray
@@ -107,7 +109,12 @@ def load_subject(
             f"{name} has {data.shape[1]} voxels but the first subject has {n_voxels}; "
             "all subjects must be masked with the same brain mask on the same grid."
         )
-    if not np.all(np.isfinite(data)):
+    # A few rows at a time: a boolean mask of the whole subject would be a
+    # temporary of T x V bytes.
+    if not all(
+        np.isfinite(data[start : start + _ROW_BLOCK]).all()
+        for start in range(0, data.shape[0], _ROW_BLOCK)
+    ):
         n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
         raise InputError(
             f"{name} contains {n_bad} NaN or infinite values; fix the preprocessing or "
@@ -120,10 +127,10 @@ def _voxel_scaling(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Mean, inverse standard deviation and number of non-constant voxels of one subject.
 
     Accumulated in float64 from the subject as given (often a read-only memory
-    map), a few rows at a time, so that no normalised copy of the subject is
-    ever made: :func:`migp` writes ``(data - mean) * scale`` straight into its
-    working matrix. Constant voxels get a scale of 0 and stay zero rather than
-    becoming NaN.
+    map), a block of voxels at a time, so that no normalised copy of the
+    subject is ever made: :func:`migp` normalises ``(data - mean) * scale``
+    block by block as it reads the subject. Constant voxels get a scale of 0
+    and stay zero rather than becoming NaN.
 
     Returns
     -------
@@ -133,11 +140,13 @@ def _voxel_scaling(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     n_varying : int
     """
     n_volumes, n_voxels = data.shape
-    mean = data.mean(axis=0, dtype=np.float64)
-    sum_of_squares = np.zeros(n_voxels)
-    for start in range(0, n_volumes, _ROW_BLOCK):  # float64 temporaries of a few rows only
-        block = data[start : start + _ROW_BLOCK] - mean
-        sum_of_squares += np.einsum("tv,tv->v", block, block)
+    mean = np.empty(n_voxels)
+    sum_of_squares = np.empty(n_voxels)
+    for columns in _voxel_blocks(n_voxels):  # float64 temporaries of (T, block) only
+        block = np.array(data[:, columns], dtype=np.float64)
+        mean[columns] = block.mean(axis=0)
+        block -= mean[columns]
+        sum_of_squares[columns] = np.einsum("tv,tv->v", block, block)
     std = np.sqrt(sum_of_squares / n_volumes)
     varying = std > 0
     scale = np.divide(1.0, std, out=np.zeros(n_voxels), where=varying)
@@ -155,22 +164,23 @@ def migp(
     """Top ``m`` spatial eigenvectors of the concatenated subjects, by MIGP.
 
     Each subject is demeaned in time and variance-normalised voxel by voxel,
-    then its rows are appended to the working matrix ``W``. ``W`` holds at
-    most ``2 m`` rows: a subject that does not fit is appended in pieces, and
-    each time ``W`` is full it is reduced to ``U' W``, ``U`` the top ``m``
-    eigenvectors of ``W W'``. This is Smith et al.'s (2014) algorithm with the
-    reduction triggered by the row budget rather than after every subject,
-    so that memory stays bounded even for long runs: the working matrix
-    (``2 m x V``), the subject being appended as it was given (e.g. a
-    memory map; it is normalised straight into ``W``), and temporaries of a
-    few MB (the reduction is done in place, a block of voxels at a time).
+    and its rows ``Y`` join the working matrix ``W`` of at most ``m`` rows:
+    appended while they fit, otherwise ``[W; Y]`` is replaced by ``U' [W; Y]``,
+    ``U`` the top ``m`` eigenvectors of its Gram matrix. This is Smith et
+    al.'s (2014) algorithm (a reduction after every subject once ``m`` rows
+    are reached); a subject of more than ``m`` volumes is added in pieces of
+    ``m``, so that no more than ``2 m`` rows are ever decomposed together.
+    Memory stays bounded whatever the number of subjects: ``W`` itself
+    (``m x V``, the result), the subject being added as it was given (e.g. a
+    memory map; it is never copied, but read and normalised a block of voxels
+    at a time), the ``2m x 2m`` Gram matrix and temporaries of about 1 MB.
 
-    The reduction uses ``eigh`` of the small ``2m x 2m`` Gram matrix ``W W'``
-    rather than an SVD of ``W``: ``W`` is short and wide (``2m << V``), so
-    forming the Gram matrix is one matrix product, and after a reduction the
-    Gram block of the kept rows is already diagonal (the eigenvalues), so
-    only the products with the newly appended rows are computed. A
-    randomised SVD would not help: half of the rows are kept each time.
+    The reduction uses ``eigh`` of the small Gram matrix of ``[W; Y]``
+    rather than an SVD: the matrix is short and wide (``2m << V``), and after
+    a reduction the Gram block of ``W`` is already diagonal (the
+    eigenvalues), so only the products with the new rows ``W Y'`` and
+    ``Y Y'`` are computed. ``U' [W; Y]`` is then formed in place, a block of
+    voxels at a time. A randomised SVD would not help: most rows are kept.
 
     Parameters
     ----------
@@ -208,9 +218,10 @@ def migp(
     rng = np.random.default_rng(random_state)
     order = rng.permutation(n_subjects)
 
-    buffer = None  # (2m, V) working matrix W, first `n_rows` rows in use
-    gram = None  # (2m, 2m) float64, W W' for the rows in use
+    buffer = None  # (m, V) working matrix W, first `n_rows` rows in use
+    gram = None  # (2m, 2m) float64: Gram matrix of W and the rows being added
     n_rows = peak_rows = 0
+    reduced = False  # whether W holds eigen-rows (Gram diagonal, decreasing)
     n_voxels = None
     m = None
     total_variance = 0.0
@@ -222,8 +233,11 @@ def migp(
             n_voxels = raw.shape[1]
             m = int(n_components) if n_components is not None else 2 * raw.shape[0] - 1
             m = min(m, n_voxels)
-            buffer = np.empty((2 * m, n_voxels), dtype=dtype)
+            # Pages of rows never used (fewer volumes in all than m) are never touched.
+            buffer = np.empty((m, n_voxels), dtype=dtype)
             gram = np.zeros((2 * m, 2 * m))
+            # Normalised blocks of the subject's rows being added (see _Piece).
+            piece_scratch = np.empty(m * _VOXEL_BLOCK, dtype=dtype)
         mean, scale, n_varying = _voxel_scaling(raw)
         scale = scale.astype(dtype)
         n_volumes = raw.shape[0]
@@ -232,36 +246,35 @@ def migp(
         n_time_points += n_volumes
         rank_bound += n_volumes - 1
 
-        start = 0
-        while start < n_volumes:
-            if n_rows == 2 * m:
-                n_rows = _reduce(buffer, gram, n_rows, m)
-            stop = min(n_volumes, start + 2 * m - n_rows)
-            new = slice(n_rows, n_rows + stop - start)
-            chunk = buffer[new]
-            # Normalised straight into the working matrix (centred in float64).
-            np.subtract(raw[start:stop], mean, out=chunk, casting="same_kind")
-            chunk *= scale
-            cross = buffer[:n_rows] @ chunk.T
-            gram[:n_rows, new] = cross
-            gram[new, :n_rows] = cross.T
-            gram[new, new] = chunk @ chunk.T
-            n_rows += stop - start
-            peak_rows = max(peak_rows, n_rows)
-            start = stop
-        del raw, chunk
+        for start in range(0, n_volumes, m):  # pieces of at most m rows
+            piece = _Piece(raw[start : start + m], mean, scale, piece_scratch)
+            n_new = piece.n_rows
+            peak_rows = max(peak_rows, n_rows + n_new)
+            if n_rows + n_new <= m:  # room left: the normalised rows are appended to W
+                new = buffer[n_rows : n_rows + n_new]
+                piece.normalise_into(new)
+                _add_to_gram(gram, n_rows, buffer[:n_rows] @ new.T, new @ new.T)
+                n_rows += n_new
+                reduced = False
+            else:
+                _add_to_gram(gram, n_rows, *piece.products(buffer[:n_rows]))
+                n_rows = _reduce(buffer, gram, n_rows, m, piece)
+                reduced = True
+        del raw, piece
 
     rank_bound = min(rank_bound, n_voxels)
-    n_kept = _reduce(buffer, gram, n_rows, min(m, rank_bound))
+    if reduced:
+        # W already holds eigen-rows in decreasing order: keep those within the rank.
+        n_kept = min(n_rows, rank_bound)
+    else:
+        n_kept = _reduce(buffer, gram, n_rows, min(m, rank_bound))
     eigenvalues = np.diag(gram)[:n_kept].copy()
     del gram
-    if buffer.dtype == np.float32:
-        # Shrink the working matrix to the kept rows in place (a realloc) rather
-        # than copying them: a copy would briefly need another (m, V) array.
-        buffer.resize((n_kept, n_voxels), refcheck=True)
-        components = buffer
-    else:
-        components = buffer[:n_kept].astype(np.float32)
+    # A view of the leading rows, not a copy (which would need a second (m, V)
+    # array at once); rows never written take no memory.
+    components = buffer[:n_kept]
+    if components.dtype != np.float32:
+        components = components.astype(np.float32)
     return MIGPResult(
         components=components,
         eigenvalues=eigenvalues,
@@ -273,14 +286,74 @@ def migp(
     )
 
 
-def _reduce(buffer: np.ndarray, gram: np.ndarray, n_rows: int, n_keep: int) -> int:
-    """Replace the first ``n_rows`` rows of ``buffer`` by their top ``n_keep`` eigen-rows.
+class _Piece:
+    """Up to ``m`` rows of one subject, normalised a block of voxels at a time when read.
 
-    ``gram`` must hold ``W W'`` for those rows; on return its leading
-    ``n_keep x n_keep`` block is the diagonal of kept eigenvalues (the Gram
-    matrix of the new rows). Returns the new number of rows.
+    The rows are never copied whole: :func:`_reduce` reads them once for
+    their products with ``W`` and once for the projection, normalising each
+    ``(rows, block)`` block on the fly (identically both times) into one
+    scratch array reused for every block.
     """
-    n_keep = min(n_keep, n_rows)
+
+    def __init__(self, raw: np.ndarray, mean: np.ndarray, scale: np.ndarray, scratch: np.ndarray):
+        self.raw, self.mean, self.scale, self.scratch = raw, mean, scale, scratch
+        self.n_rows = raw.shape[0]
+
+    def block(self, columns: slice, out: np.ndarray | None = None) -> np.ndarray:
+        """Normalised rows at ``columns``: ``(raw - mean) * scale``, centred in float64."""
+        raw = self.raw[:, columns]
+        if out is None:
+            out = _scratch_view(self.scratch, raw.shape)
+        np.subtract(raw, self.mean[columns], out=out, casting="same_kind")
+        out *= self.scale[columns]
+        return out
+
+    def normalise_into(self, out: np.ndarray) -> None:
+        for columns in _voxel_blocks(out.shape[1]):
+            self.block(columns, out=out[:, columns])
+
+    def products(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``rows @ Y'`` and ``Y @ Y'`` for the normalised piece ``Y``, summed in float64."""
+        cross = np.zeros((rows.shape[0], self.n_rows))
+        inner = np.zeros((self.n_rows, self.n_rows))
+        for columns in _voxel_blocks(rows.shape[1]):
+            block = self.block(columns)
+            cross += rows[:, columns] @ block.T
+            inner += block @ block.T
+        return cross, inner
+
+
+def _scratch_view(flat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A C-contiguous ``shape`` array on the start of the flat scratch array ``flat``."""
+    return flat[: shape[0] * shape[1]].reshape(shape)
+
+
+def _add_to_gram(gram: np.ndarray, n_rows: int, cross: np.ndarray, inner: np.ndarray) -> None:
+    """Fill in the Gram matrix of ``[W; Y]`` from ``cross = W Y'`` and ``inner = Y Y'``."""
+    new = slice(n_rows, n_rows + inner.shape[0])
+    gram[:n_rows, new] = cross
+    gram[new, :n_rows] = cross.T
+    gram[new, new] = inner
+
+
+def _voxel_blocks(n_voxels: int):
+    for start in range(0, n_voxels, _VOXEL_BLOCK):
+        yield slice(start, min(start + _VOXEL_BLOCK, n_voxels))
+
+
+def _reduce(
+    buffer: np.ndarray, gram: np.ndarray, n_rows: int, n_keep: int, piece: _Piece | None = None
+) -> int:
+    """Replace the rows of ``[W; piece]`` by their top ``n_keep`` eigen-rows, in ``buffer``.
+
+    ``W`` is the first ``n_rows`` rows of ``buffer``; ``gram`` must hold the
+    Gram matrix of ``[W; piece]`` (``piece`` rows after ``W``'s). On return
+    the first ``n_keep`` rows of ``buffer`` are ``U' [W; piece]``, ``U`` the
+    top ``n_keep`` eigenvectors, and the leading ``n_keep x n_keep`` block of
+    ``gram`` is the diagonal of their eigenvalues. Returns the new number of rows.
+    """
+    n_total = n_rows + (0 if piece is None else piece.n_rows)
+    n_keep = min(n_keep, n_total, buffer.shape[0])
     # The full divide-and-conquer decomposition ("evd") is faster here than
     # computing only the kept part with "evr", which is erratically slow on
     # these nearly diagonal matrices. One LAPACK thread: on a matrix this small
@@ -288,19 +361,27 @@ def _reduce(buffer: np.ndarray, gram: np.ndarray, n_rows: int, n_keep: int) -> i
     # synchronisation made each decomposition up to 100 times slower (4 s
     # instead of 0.04 s for 598 x 598 on 2 shared cores).
     with threadpool_limits(limits=1, user_api="blas"):
-        eigenvalues, eigenvectors = linalg.eigh(gram[:n_rows, :n_rows], driver="evd")
+        eigenvalues, eigenvectors = linalg.eigh(gram[:n_total, :n_total], driver="evd")
     eigenvalues, eigenvectors = eigenvalues[-n_keep:], eigenvectors[:, -n_keep:]
     eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
     # Fix the sign of each eigenvector so the result does not depend on LAPACK's choice.
     signs = np.sign(eigenvectors[np.argmax(np.abs(eigenvectors), axis=0), np.arange(n_keep)])
     eigenvectors *= signs
-    projection = np.ascontiguousarray(eigenvectors.T, dtype=buffer.dtype)  # (n_keep, n_rows)
-    # U' W in place, one block of voxels at a time: each output column depends
-    # only on the same input column, so the temporary is (n_keep, block)
-    # instead of a second (n_keep, V) matrix.
-    for start in range(0, buffer.shape[1], _VOXEL_BLOCK):
-        columns = slice(start, start + _VOXEL_BLOCK)
-        buffer[:n_keep, columns] = projection @ buffer[:n_rows, columns]
-    gram[:n_rows, :n_rows] = 0.0
+    projection = np.ascontiguousarray(eigenvectors.T, dtype=buffer.dtype)  # (n_keep, n_total)
+    from_rows, from_piece = projection[:, :n_rows], projection[:, n_rows:]
+    # U' [W; piece] in place, one block of voxels at a time: each output column
+    # depends only on the same input column, so the temporaries are
+    # (n_keep, block) instead of a second (n_keep, V) matrix.
+    # Two scratch arrays serve every block: no allocation in the loop.
+    scratch = np.empty((2, n_keep * _VOXEL_BLOCK), dtype=buffer.dtype)
+    for columns in _voxel_blocks(buffer.shape[1]):
+        width = columns.stop - columns.start
+        reduced = _scratch_view(scratch[0], (n_keep, width))
+        np.matmul(from_rows, buffer[:n_rows, columns], out=reduced)
+        if piece is not None:
+            added = _scratch_view(scratch[1], (n_keep, width))
+            reduced += np.matmul(from_piece, piece.block(columns), out=added)
+        buffer[:n_keep, columns] = reduced
+    gram[:n_total, :n_total] = 0.0
     gram[np.arange(n_keep), np.arange(n_keep)] = np.clip(eigenvalues, 0.0, None)
     return n_keep

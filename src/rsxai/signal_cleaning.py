@@ -5,8 +5,11 @@
 order of operations of Lindquist et al. 2019: filters and confound regression
 kept orthogonal by filtering the confounds too) but runs many times faster:
 nilearn's in-place Butterworth filter loops over voxels one at a time in
-Python, while here :func:`scipy.signal.sosfiltfilt` filters a whole block of
-voxels per call, block by block to keep memory bounded.
+Python, while here every step before the z-scoring, being linear and the
+same for every voxel, is folded into one (n_volumes, n_volumes) matrix
+(:func:`scipy.signal.sosfiltfilt` and the rest applied once to the identity)
+and the voxels are cleaned by a matrix product, block by block to keep
+memory bounded.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ from rsxai.exceptions import InputError
 
 # nilearn.signal.butterworth's default order; a band-pass doubles it.
 BUTTERWORTH_ORDER = 5
-# Voxel blocks of about this many bytes (float64) keep sosfiltfilt's work
-# arrays in cache: ~2x faster than filtering all voxels at once.
+# Voxel blocks of about this many bytes (float64): a few MB of temporaries
+# whatever the number of voxels.
 _BLOCK_BYTES = 4 * 2**20
+# Up to this many volumes the cleaning is one matrix product (see
+# clean_signals); beyond, filtering each voxel is cheaper (measured: the
+# product is 4x faster at 150 volumes, 1.6x at 400, 1.3x slower at 800).
+_OPERATOR_MAX_VOLUMES = 500
 # A voxel whose cleaned standard deviation is below this fraction of its raw
 # amplitude holds only rounding noise (e.g. a constant voxel): it is set to 0
 # instead of being scaled up to unit variance.
@@ -139,28 +146,46 @@ def clean_signals(
             block = sp_signal.sosfiltfilt(sos, block, axis=0)
         return block if keep_rows is None else block[keep_rows]
 
+    # Every step up to the z-scoring (interpolation of censored volumes,
+    # detrending, zero-phase filtering with its odd padding and initial
+    # conditions, dropping censored volumes, confound projection, demeaning)
+    # is linear in the time series and the same for every voxel: the whole
+    # chain is one (n_out, n_volumes) matrix, obtained by applying the steps
+    # to the identity. Cleaning is then one matrix product per block of
+    # voxels instead of filtering every voxel, with the same result up to
+    # rounding (about 1e-13 here). The product costs O(n_volumes^2) per voxel
+    # and the filter O(n_volumes): past _OPERATOR_MAX_VOLUMES the voxels are
+    # filtered instead.
+    operator = temporal_steps(np.eye(n_volumes)) if n_volumes <= _OPERATOR_MAX_VOLUMES else None
     confound_basis = None
     if confounds is not None:
-        filtered = temporal_steps(confounds)
+        filtered = temporal_steps(confounds) if operator is None else operator @ confounds
         std = filtered.std(axis=0, ddof=1) if filtered.shape[0] > 1 else np.ones(1)
         std[std < np.finfo(np.float64).eps] = 1.0
         filtered = (filtered - filtered.mean(axis=0)) / std
         # Pivoted QR drops regressors that are (numerically) collinear, as nilearn does.
         q, r, _ = linalg.qr(filtered, mode="economic", pivoting=True)
         confound_basis = q[:, np.abs(np.diag(r)) > np.finfo(np.float64).eps * 100.0]
+    if operator is not None:
+        if confound_basis is not None:
+            operator -= confound_basis @ (confound_basis.T @ operator)
+        operator -= operator.mean(axis=0)
 
     n_out = n_time if keep_rows is None else keep_rows.size
     cleaned = np.empty((n_out, signals.shape[1]), dtype=np.float32)
     block_size = max(64, _BLOCK_BYTES // (8 * max(n_volumes, 1)))
     for start in range(0, signals.shape[1], block_size):
         columns = slice(start, start + block_size)
-        raw = signals[:, columns]
-        block = temporal_steps(raw)
-        if confound_basis is not None:
-            block -= confound_basis @ (confound_basis.T @ block)
-        block -= block.mean(axis=0)
+        raw = np.asarray(signals[:, columns], dtype=np.float64)
+        if operator is not None:
+            block = operator @ raw
+        else:
+            block = temporal_steps(raw)
+            if confound_basis is not None:
+                block -= confound_basis @ (confound_basis.T @ block)
+            block -= block.mean(axis=0)
         std = block.std(axis=0, ddof=1) if n_out > 1 else np.zeros(block.shape[1])
-        amplitude = np.abs(np.asarray(raw[span], dtype=np.float64)).max(axis=0)
+        amplitude = np.abs(raw[span]).max(axis=0)
         constant = std <= _CONSTANT_TOLERANCE * amplitude
         block[:, constant] = 0.0
         if standardize:
