@@ -96,6 +96,8 @@ SUMMARY_TIMINGS = (
     ("explanations", "networks", "*", "seconds"),
 )
 PROVENANCE_TIMINGS = ("started", "finished", "stages")
+#: Where a run ran, which two runs in two folders cannot share.
+PROVENANCE_PLACE = ("working_directory", "output_dir")
 
 
 # ----------------------------------------------------------------------------- running rsxai
@@ -304,7 +306,7 @@ def _summary_without_timings(out: Path) -> str:
 
 def _provenance_without_timings(out: Path, *, same_command: bool) -> dict:
     provenance = json.loads((out / "provenance.json").read_text())
-    for key in PROVENANCE_TIMINGS + (() if same_command else ("command",)):
+    for key in PROVENANCE_TIMINGS + PROVENANCE_PLACE + (() if same_command else ("command",)):
         del provenance[key]
     if not same_command:
         del provenance["configuration"]["run"]["stop_after"]
@@ -500,6 +502,10 @@ def test_provenance_records_what_repeats_the_run(reference_run, cohort):
     command = provenance["command"]
     assert command == ["rsxai", "run", str(cohort.bids_root), "out", *FLAGS]
     assert provenance["random_seed"] == 0
+    assert provenance["output_dir"] == str(reference_run.resolve())
+    assert provenance["working_directory"] == str(reference_run.parent.resolve())
+    # Recorded because classify used torch: what device "auto" chose on this machine.
+    assert isinstance(provenance["platform"]["cuda_available"], bool)
     assert provenance["input"] == str(cohort.bids_root.resolve())
     for package in ("rsxai", "python", "numpy", "scipy", "nibabel", "nilearn", "torch"):
         assert provenance["versions"][package], package

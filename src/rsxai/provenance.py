@@ -9,6 +9,7 @@ timings when there are stages.
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -41,6 +42,12 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return versions
+
+
+def _cuda_available() -> bool | None:
+    """Whether PyTorch saw a GPU (what device="auto" chose); None when torch was not used."""
+    torch = sys.modules.get("torch")  # never imported only to be asked
+    return None if torch is None else bool(torch.cuda.is_available())
 
 
 def iso_time(seconds: float) -> str:
@@ -81,6 +88,9 @@ def write_provenance(
     record = {
         "rsxai_version": __version__,
         "command": command,
+        # Relative paths of the command are relative to this folder.
+        "working_directory": os.getcwd(),
+        "output_dir": str(Path(out_dir).resolve()),
         "started": iso_time(started),
         "finished": iso_time(time.time()),
         "random_seed": random_seed,
@@ -89,6 +99,7 @@ def write_provenance(
             "system": platform.platform(),
             "machine": platform.machine(),
             "processor": platform.processor(),
+            "cuda_available": _cuda_available(),
         },
         "configuration": configuration,
         "input": inputs,
