@@ -230,14 +230,15 @@ def run_dual_regression(context: RunContext) -> list[Path]:
                 pd.DataFrame(result.timecourses, columns=columns),
             )
         )
-        written.append(
-            write_nifti(output_path(out_dir, "dr_maps", label=label), grid.to_img(result.maps))
-        )
-        written.append(
-            write_nifti(output_path(out_dir, "dr_zmaps", label=label), grid.to_img(result.z_maps))
-        )
+        # float32 on disk, as FSL writes its maps: float64 doubles the files for no
+        # meaningful digit.
+        for name, maps in (("dr_maps", result.maps), ("dr_zmaps", result.z_maps)):
+            path = output_path(out_dir, name, label=label)
+            written.append(write_nifti(path, grid.to_img(maps.astype(np.float32))))
         for name, entry in selection.items():
-            stacks[name].append(result.maps[entry["component"]])
+            # A copy, not a view: a view would keep each subject's every map alive
+            # (K x V floats per subject; 2.8 GB at 600 subjects, benchmarks/scale.py).
+            stacks[name].append(np.array(result.maps[entry["component"]], dtype=np.float32))
     group_maps = {name: components[entry["component"]] for name, entry in selection.items()}
     stacks = {name: np.stack(maps) for name, maps in stacks.items()}
     return written + write_network_stacks(context, grid, selection, group_maps, stacks)
