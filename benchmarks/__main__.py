@@ -1,8 +1,12 @@
 """Run every benchmark and rewrite BENCHMARKS.md: ``python -m benchmarks [--quick]``.
 
-With ``--quick`` everything runs on small data as a smoke test (about two
-minutes, most of it making the small cohort the first time) and the report
+With ``--quick`` everything runs on small data as a smoke test (a few
+minutes, much of it making the small cohorts the first time) and the report
 is printed instead of replacing BENCHMARKS.md, unless ``--output`` is given.
+The full run ends with the 600-subject scale run: the first time, simulating
+that cohort takes about an hour on 2 cores and ~10 GB of disk under
+``--data-dir`` (kept for the next run), and the run itself another ~10 GB
+while it lasts.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from benchmarks import (
     attribution,
     baselines,
     cnn_training,
+    demo,
     group_ica,
     migp_memory,
     network_maps,
     permutation_stats,
+    scale,
     signal_cleaning,
 )
 from benchmarks.measurement import REPO_ROOT, machine_description
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--quick", action="store_true", help="small smoke run (~2 min)")
+    parser.add_argument("--quick", action="store_true", help="small smoke run (a few minutes)")
     parser.add_argument(
         "--data-dir",
         default=str(Path(tempfile.gettempdir()) / "rsxai-benchmarks"),
@@ -83,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         baselines.markdown(baselines.run(quick=args.quick)),
         cnn_training.markdown(cnn_training.run(quick=args.quick)),
         attribution.markdown(attribution.run(quick=args.quick)),
+        demo.markdown(demo.run(args.data_dir, quick=args.quick)),
+        # Last: the longest, and its 600-subject cohort needs the most disk.
+        scale.markdown(scale.run(args.data_dir, quick=args.quick)),
     ]
     seconds = time.perf_counter() - started
     header = [

@@ -1,9 +1,11 @@
-"""Smoke test of the benchmark harness: the signal-cleaning comparison on tiny data."""
+"""Smoke tests of the benchmark harness: tiny data, quick settings, figures not checked."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import pytest
 
 # benchmarks/ is a top-level folder of the repository, not part of the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,3 +31,90 @@ def test_signal_cleaning_benchmark_reports_its_fields():
     assert result["max_abs_difference"] < 1e-4
     section = markdown(result)
     assert section.startswith("## Signal cleaning") and "200 voxels x 60 volumes" in section
+
+
+def test_sample_command_adds_up_the_memory_of_a_process_tree():
+    from benchmarks.measurement import sample_command, window_peaks
+
+    # The command starts two child processes that each hold 150 MiB of their own
+    # (written, so resident) for a second; the tree's PSS must count both.
+    script = (
+        "import multiprocessing as mp, time\n"
+        "def hold():\n"
+        "    block = bytearray(150 * 2**20)\n"
+        "    block[::4096] = b'x' * len(block[::4096])\n"
+        "    time.sleep(1.5)\n"
+        "if __name__ == '__main__':\n"
+        "    workers = [mp.get_context('fork').Process(target=hold) for _ in range(2)]\n"
+        "    [w.start() for w in workers]\n"
+        "    [w.join() for w in workers]\n"
+        "    print('done')\n"
+    )
+    result = sample_command([sys.executable, "-c", script], interval=0.1)
+    assert result["stdout"].strip() == "done"
+    assert result["max_processes"] >= 3
+    assert 300 <= result["peak_pss_mb"] < 600
+    assert result["peak_anon_mb"] >= 300
+    assert result["peak_rss_mb"] >= result["peak_pss_mb"]
+    # The parent alone never held the blocks.
+    assert result["main_peak_rss_mb"] < 150
+    samples = result["samples"]
+    assert samples["time"] == sorted(samples["time"]) and samples["time"][-1] <= result["seconds"]
+    first = window_peaks(samples, 0.0, samples["time"][0])
+    assert first["n_samples"] == 1 and first["pss_mb"] == samples["pss_mb"][0]
+
+
+def test_sample_command_reports_a_failing_command():
+    from benchmarks.measurement import sample_command
+
+    with pytest.raises(RuntimeError, match="exit 3"):
+        sample_command([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
+
+
+def _check_phases(phases, names, total_seconds):
+    assert [row["phase"] for row in phases] == list(names)
+    for row in phases:
+        assert 0 <= row["begin"] <= row["end"] <= total_seconds + 1
+        if row["end"] - row["begin"] > 1.0:  # a shorter phase may fall between two samples
+            assert row["n_samples"] >= 1 and row["pss_mb"] > 0
+    ends = [row["end"] for row in phases]
+    assert ends == sorted(ends)
+
+
+@pytest.mark.slow
+def test_scale_benchmark_quick(tmp_path):
+    from benchmarks import scale
+
+    result = scale.run(tmp_path, quick=True)
+    small, large = result["runs"]
+    assert (small["n_subjects"], large["n_subjects"]) == (10, 12)
+    for item in (small, large):
+        _check_phases(
+            item["phases"],
+            ("input", "preprocess", "ica", "dual_regression", "finish"),
+            item["seconds"],
+        )
+        assert item["max_processes"] >= 2  # the loky workers of --n-jobs 2 were seen
+        assert item["peak_pss_mb"] >= max(row["pss_mb"] for row in item["phases"])
+    ica_rows = [{r["phase"]: r for r in item["phases"]}["ica"] for item in (small, large)]
+    assert result["ica_peak_ratio"] == pytest.approx(ica_rows[1]["pss_mb"] / ica_rows[0]["pss_mb"])
+    # The measured output folders are removed; the simulated cohort is kept for the next run.
+    assert not (tmp_path / "scale-quick" / "out-12").exists()
+    assert (tmp_path / "scale-quick" / "data" / "participants.tsv").exists()
+    section = scale.markdown(result)
+    assert section.startswith("## Scale: 12 subjects") and "--participant-label" in section
+
+
+@pytest.mark.slow
+def test_demo_benchmark_quick(tmp_path):
+    from benchmarks import demo
+
+    result = demo.run(tmp_path, quick=True)
+    stages = ("preprocess", "ica", "dual_regression", "stats", "classify", "explain")
+    names = [row["phase"] for row in result["phases"]]
+    assert names == ["simulate", "input", *stages, "report", "finish"]
+    _check_phases(result["phases"][1:], names[1:], result["seconds"])
+    assert result["report_written"]
+    assert result["settings"]["stats.n_permutations"] == 100
+    assert list(tmp_path.iterdir()) == []  # the demo's folder is removed
+    assert demo.markdown(result).startswith("## The demo end to end (quick stand-in)")
