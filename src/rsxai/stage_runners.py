@@ -192,11 +192,26 @@ def run_ica(context: RunContext) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------- dual regression
-def _dual_regress_one(components, maps_pinv, load, des_norm):
+def _dual_regress_one(components, maps_pinv, load, des_norm, grid, targets, rows):
+    """One subject's dual regression, written by the worker that computed it.
+
+    Returns only the network rows (float32) and the files written: were whole
+    results sent back, they would queue in the parent faster than it writes
+    them (1.9 GB at 600 subjects in benchmarks/scale.py).
+    """
     from rsxai.dual_regression import dual_regression
 
     with threadpool_limits(1, user_api="blas"):  # as _preprocess_one: results equal anywhere
-        return dual_regression(components, load(), des_norm=des_norm, maps_pinv=maps_pinv)
+        result = dual_regression(components, load(), des_norm=des_norm, maps_pinv=maps_pinv)
+    columns = [f"IC{index:02d}" for index in range(len(components))]
+    written = [
+        write_tsv(targets["dr_timeseries"], pd.DataFrame(result.timecourses, columns=columns))
+    ]
+    # float32 on disk, as FSL writes its maps: float64 doubles the files for no
+    # meaningful digit.
+    for name, maps in (("dr_maps", result.maps), ("dr_zmaps", result.z_maps)):
+        written.append(write_nifti(targets[name], grid.to_img(maps.astype(np.float32))))
+    return np.array(result.maps[rows], dtype=np.float32), written
 
 
 def run_dual_regression(context: RunContext) -> list[Path]:
@@ -205,42 +220,36 @@ def run_dual_regression(context: RunContext) -> list[Path]:
     grid, subjects = preprocessed_subjects(context)
     components = grid.from_img_data(_load_nifti(output_path(out_dir, "components")))
     selection = read_json(output_path(out_dir, "network_selection"))
-    n_components = components.shape[0]
-    columns = [f"IC{index:02d}" for index in range(n_components)]
+    rows = [entry["component"] for entry in selection.values()]
     maps_pinv = spatial_pseudo_inverse(components)  # shared by every subject
-    stacks = {name: [] for name in selection}
-    written = []
     results = Parallel(n_jobs=context.config.run.n_jobs, return_as="generator")(
         delayed(_dual_regress_one)(
-            components, maps_pinv, load, context.config.dual_regression.des_norm
+            components,
+            maps_pinv,
+            load,
+            context.config.dual_regression.des_norm,
+            grid,
+            {
+                name: output_path(out_dir, name, label=subject.label)
+                for name in ("dr_timeseries", "dr_maps", "dr_zmaps")
+            },
+            rows,
         )
-        for load in subjects
+        for subject, load in zip(cohort.subjects, subjects, strict=True)
     )
-    for subject, result in tqdm(
-        zip(cohort.subjects, results, strict=True),
+    network_rows, written = [], []
+    for subject_rows, files in tqdm(
+        results,
         total=len(subjects),
         desc="dual regression",
         unit="subject",
         disable=not context.progress,
     ):
-        label = subject.label
-        written.append(
-            write_tsv(
-                output_path(out_dir, "dr_timeseries", label=label),
-                pd.DataFrame(result.timecourses, columns=columns),
-            )
-        )
-        # float32 on disk, as FSL writes its maps: float64 doubles the files for no
-        # meaningful digit.
-        for name, maps in (("dr_maps", result.maps), ("dr_zmaps", result.z_maps)):
-            path = output_path(out_dir, name, label=label)
-            written.append(write_nifti(path, grid.to_img(maps.astype(np.float32))))
-        for name, entry in selection.items():
-            # A copy, not a view: a view would keep each subject's every map alive
-            # (K x V floats per subject; 2.8 GB at 600 subjects, benchmarks/scale.py).
-            stacks[name].append(np.array(result.maps[entry["component"]], dtype=np.float32))
+        network_rows.append(subject_rows)
+        written += files
+    stacked = np.stack(network_rows)  # (n_subjects, n_networks, n_voxels), float32
+    stacks = {name: stacked[:, i] for i, name in enumerate(selection)}
     group_maps = {name: components[entry["component"]] for name, entry in selection.items()}
-    stacks = {name: np.stack(maps) for name, maps in stacks.items()}
     return written + write_network_stacks(context, grid, selection, group_maps, stacks)
 
 
