@@ -7,7 +7,13 @@ also runs alone (``python -m benchmarks.group_ica``) and takes ``--quick``:
   match to the planted networks) on the simulated cohort;
 - :mod:`benchmarks.signal_cleaning`: ``clean_signals`` vs ``nilearn.signal.clean``;
 - :mod:`benchmarks.network_maps`: preprocessing + dual regression vs reading the data;
-- :mod:`benchmarks.migp_memory`: group ICA peak memory from 60 to 600 subjects.
+- :mod:`benchmarks.migp_memory`: group ICA peak memory from 60 to 600 subjects;
+- :mod:`benchmarks.permutation_stats`: TFCE permutations vs nilearn ``permuted_ols``;
+- :mod:`benchmarks.baselines`: linear baselines and their permutation nulls;
+- :mod:`benchmarks.cnn_training`: CNN training throughput vs the arithmetic limit;
+- :mod:`benchmarks.attribution`: the explanation methods' time;
+- :mod:`benchmarks.demo`: ``rsxai demo`` end to end (time and memory per stage);
+- :mod:`benchmarks.scale`: 600 subjects through group ICA and dual regression.
 
 Helpers: :mod:`benchmarks.cohort` (the simulated cohort, made once and kept),
 :mod:`benchmarks.measurement` (child processes, peak memory, machine description).
