@@ -292,6 +292,12 @@ def table_cell(value: float) -> str:
     return "-" if value != value else f"{value:,.0f}"  # NaN: no sample in the window
 
 
+def _ratio(value: float) -> str:
+    if value != value:  # NaN: a stage shorter than the sampling interval (quick runs)
+        return "n/a (stage shorter than the sampling interval)"
+    return f"{value:.2f}x"
+
+
 def markdown(result: dict) -> str:
     """The BENCHMARKS.md section for :func:`run`'s result."""
     small, large = result["runs"]
@@ -362,9 +368,9 @@ def markdown(result: dict) -> str:
         f"{large['main_peak_rss_mb']:,.0f} MiB RSS): "
         + ("within" if large["peak_pss_mb"] <= target else "**above**")
         + f" the target of 4 GB ({target:,.0f} MiB).",
-        f"- Group ICA's peak memory at {n} subjects is **{result['ica_peak_ratio']:.2f}x** "
-        f"that at {small['n_subjects']} (anonymous: {result['ica_anon_ratio']:.2f}x; whole "
-        f"run: {result['run_peak_ratio']:.2f}x); target <= {RATIO_TARGET:g}x.",
+        f"- Group ICA's peak memory at {n} subjects is **{_ratio(result['ica_peak_ratio'])}** "
+        f"that at {small['n_subjects']} (anonymous: {_ratio(result['ica_anon_ratio'])}; whole "
+        f"run: {_ratio(result['run_peak_ratio'])}); target <= {RATIO_TARGET:g}x.",
         f"- Output folder of the {n}-subject run: {large['output_bytes'] / 1e9:.1f} GB "
         "(mostly the float32 preprocessed data cached for resuming and fold-scope "
         "cross-validation).",

@@ -95,9 +95,12 @@ def test_scale_benchmark_quick(tmp_path):
             item["seconds"],
         )
         assert item["max_processes"] >= 2  # the loky workers of --n-jobs 2 were seen
-        assert item["peak_pss_mb"] >= max(row["pss_mb"] for row in item["phases"])
+        sampled = [row["pss_mb"] for row in item["phases"] if row["n_samples"]]
+        assert item["peak_pss_mb"] >= max(sampled)
     ica_rows = [{r["phase"]: r for r in item["phases"]}["ica"] for item in (small, large)]
-    assert result["ica_peak_ratio"] == pytest.approx(ica_rows[1]["pss_mb"] / ica_rows[0]["pss_mb"])
+    # NaN when a quick ICA stage fell between two samples.
+    expected = ica_rows[1]["pss_mb"] / ica_rows[0]["pss_mb"]
+    assert result["ica_peak_ratio"] == pytest.approx(expected, nan_ok=True)
     # The measured output folders are removed; the simulated cohort is kept for the next run.
     assert not (tmp_path / "scale-quick" / "out-12").exists()
     assert (tmp_path / "scale-quick" / "data" / "participants.tsv").exists()
