@@ -185,12 +185,12 @@ def _numbering_problems(files: dict[int, Path], folder: Path, cohort: Cohort | N
 def _header_problems(files: list[Path], folder: Path) -> tuple[list, tuple | None]:
     """Every subject file readable, on one grid with one number of maps; the reference header."""
     from rsxai.input_checks import MNI_MAX_CENTRE_DISTANCE_MM, MNI_MIN_COVERAGE
-    from rsxai.map_stack import _open_nifti
+    from rsxai.map_stack import open_nifti
     from rsxai.nifti_scan import mni_placement
 
     problems, reference = [], None
     for path in files:
-        img, open_problems = _open_nifti(path, "subject maps")
+        img, open_problems = open_nifti(path, "subject maps")
         problems += open_problems
         if img is None:
             continue
@@ -227,9 +227,9 @@ def _header_problems(files: list[Path], folder: Path) -> tuple[list, tuple | Non
 
 
 def _group_maps_problems(path: Path, n_components: int) -> list[str]:
-    from rsxai.map_stack import _open_nifti
+    from rsxai.map_stack import open_nifti
 
-    img, problems = _open_nifti(path, "--group-maps")
+    img, problems = open_nifti(path, "--group-maps")
     n_maps = 1 if img is None or len(img.shape) == 3 else int(np.prod(img.shape[3:]))
     if img is not None and n_maps != n_components:
         problems.append(
@@ -275,7 +275,7 @@ def read_fsl_dual_regression(
         Listing every problem found: missing or extra subject files, a table
         of another length, files on different grids, unreadable files.
     """
-    from rsxai.map_stack import _subjects_cohort
+    from rsxai.map_stack import subjects_cohort
     from rsxai.participant_tables import read_table
 
     folder = Path(folder)
@@ -298,7 +298,7 @@ def read_fsl_dual_regression(
         try:
             if not subjects.is_file():
                 raise InputError(f"--subjects {subjects}: file not found. Check the path.")
-            cohort = _subjects_cohort(
+            cohort = subjects_cohort(
                 read_table(subjects), subjects, group_column, positive_label, min_per_group
             )
         except InputError as error:

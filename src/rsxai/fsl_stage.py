@@ -21,7 +21,7 @@ import numpy as np
 from rsxai.exceptions import InputError
 from rsxai.network_maps import check_networks_found, choose_networks, load_group_maps
 from rsxai.outputs import output_path, write_json, write_nifti, write_tsv
-from rsxai.stage_runners import _forced_components, write_network_stacks
+from rsxai.stage_runners import forced_components, write_network_stacks
 
 if TYPE_CHECKING:
     from rsxai.fsl_dual_regression import FSLDualRegression
@@ -64,7 +64,7 @@ def run_fsl_networks(context: RunContext) -> list[Path]:
         grid,
         templates=config.networks.templates,
         networks=config.networks.networks,
-        force=_forced_components(config.networks.force_component),
+        force=forced_components(config.networks.force_component),
         min_r=config.networks.min_r,
     )
     written.append(write_nifti(output_path(out_dir, "components"), grid.to_img(components)))

@@ -90,7 +90,7 @@ def network_name(stack: Path, given: str | None = None) -> tuple[str, list[str]]
     return name, []
 
 
-def _subjects_cohort(
+def subjects_cohort(
     table: pd.DataFrame,
     path: Path,
     group_column: str,
@@ -156,7 +156,8 @@ def _subjects_cohort(
     )
 
 
-def _open_nifti(path: Path, what: str) -> tuple[nib.Nifti1Image | None, list[str]]:
+def open_nifti(path: Path, what: str) -> tuple[nib.Nifti1Image | None, list[str]]:
+    """The NIfTI image at ``path`` (header only), or None and why; ``what`` names it."""
     if not path.is_file():
         return None, [f"{what} {path}: file not found. Check the path."]
     try:
@@ -317,12 +318,12 @@ def read_map_stack(
             )
         table = read_table(subjects)
         n_rows = len(table)
-        cohort = _subjects_cohort(table, subjects, group_column, positive_label, min_per_group)
+        cohort = subjects_cohort(table, subjects, group_column, positive_label, min_per_group)
         if check_cohort is not None:
             check_cohort(cohort)
     except InputError as error:
         problems += error.problems
-    img, open_problems = _open_nifti(stack, "STACK")
+    img, open_problems = open_nifti(stack, "STACK")
     problems += open_problems
     if img is not None:
         problems += _stack_header_problems(img, stack, n_rows, subjects)
@@ -336,7 +337,7 @@ def read_map_stack(
     )
     inside, rule = None, DEFAULT_MASK_RULE
     if mask is not None:
-        mask_img, mask_problems = _open_nifti(Path(mask), "MASK")
+        mask_img, mask_problems = open_nifti(Path(mask), "MASK")
         if mask_img is not None and readable:
             mask_problems += _mask_header_problems(mask_img, Path(mask), img)
         # The mask is read only onto a readable stack, whose grid it was checked against.

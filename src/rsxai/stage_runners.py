@@ -121,7 +121,8 @@ def preprocessed_subjects(context: RunContext) -> tuple[Grid, list]:
 
 
 # ----------------------------------------------------------------------------- ica
-def _forced_components(values: list[str]) -> dict[str, int]:
+def forced_components(values: list[str]) -> dict[str, int]:
+    """``--force-component NETWORK=INDEX`` values as {network: index}; InputError if malformed."""
     forced = {}
     for item in values:
         name, _, index = item.partition("=")
@@ -143,7 +144,7 @@ def network_maps_estimator(context: RunContext, grid: Grid):
         n_components=config.ica.n_components,
         networks=tuple(config.networks.networks),
         templates=config.networks.templates,
-        force=_forced_components(config.networks.force_component),
+        force=forced_components(config.networks.force_component),
         min_r=config.networks.min_r,
         group_maps=config.ica.group_maps,
         n_restarts=config.ica.n_restarts,
