@@ -2,8 +2,9 @@
 
 The simulated cohort (``rsxai.simulate.simulate_cohort``: 300 patients and
 300 controls, 150 volumes, TR 2 s, 4 mm MNI grid, seed 0) is made once and
-kept under ``DATA_DIR/scale-full/data``. The pipeline then runs as a user
-runs it, from the command line in a fresh process and a fresh output folder:
+kept under ``DATA_DIR/scale-full/data`` (:mod:`benchmarks.scale_cohort`). The
+pipeline then runs as a user runs it, from the command line in a fresh process
+and a fresh output folder:
 
     rsxai run DATA OUT --stop-after dual_regression --n-jobs 2 -q
 
@@ -46,31 +47,12 @@ from datetime import datetime
 from pathlib import Path
 
 from benchmarks.measurement import sample_command, window_peaks
+from benchmarks.scale_cohort import SIZES, first_of_each_group, prepare_scale_cohort
 
-SIZES = {
-    "full": {
-        "n_per_group": 300,
-        "small_per_group": 30,
-        "n_volumes": 150,
-        "voxel_size": 4.0,
-        "extra_flags": [],
-    },
-    "quick": {
-        "n_per_group": 6,
-        "small_per_group": 5,
-        "n_volumes": 60,
-        "voxel_size": 8.0,
-        # Too few subjects for the templates to reach the default min_r: any match will do.
-        "extra_flags": ["--n-components", "8", "--ica-restarts", "2", "--min-template-r", "-1"],
-    },
-}
 #: Issue 8: peak memory of the 600-subject run, 4 GB (10^9 bytes) in MiB.
 MEMORY_TARGET_MIB = 4e9 / 2**20
 #: Issue 3: group ICA's peak memory at 600 subjects over that at 60.
 RATIO_TARGET = 1.5
-#: Disk per subject at 4 mm and 150 volumes: simulated input (~16 MB, gzipped NIfTI)
-#: plus the run's output (~16 MB of float32 preprocessed data, ~3 MB of maps).
-BYTES_PER_SUBJECT_4MM = 40e6
 STAGE_LINE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+\s+Stage (\w+): running\.\s*$"
 )
@@ -88,62 +70,6 @@ def _folder_bytes(folder: Path) -> int:
     return sum(
         (Path(root) / name).stat().st_size for root, _, names in os.walk(folder) for name in names
     )
-
-
-def _check_disk(folder: Path, n_subjects: int, n_volumes: int, voxel_size: float) -> None:
-    """Stop before simulating when the disk cannot hold the cohort and one run's outputs."""
-    needed = n_subjects * BYTES_PER_SUBJECT_4MM * (4.0 / voxel_size) ** 3 * n_volumes / 150
-    folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
-    if free < 1.2 * needed:
-        raise RuntimeError(
-            f"{folder}: {free / 1e9:.1f} GB free, but {n_subjects} subjects of {n_volumes} "
-            f"volumes at {voxel_size:g} mm and one run's outputs need about "
-            f"{needed / 1e9:.1f} GB; free some space or give another --data-dir."
-        )
-
-
-def prepare_scale_cohort(data_dir: str | Path, *, quick: bool = False, n_jobs: int = 2) -> Path:
-    """Simulate the scale cohort under ``data_dir`` unless it is there; return its BIDS root.
-
-    ``participants.tsv``, written last by :func:`rsxai.simulate.simulate_cohort`,
-    marks a complete cohort; a half-written one is simulated again.
-    """
-    from rsxai.simulate import simulate_cohort
-
-    kind = "quick" if quick else "full"
-    size = SIZES[kind]
-    bids_dir = Path(data_dir) / f"scale-{kind}" / "data"
-    if not (bids_dir / "participants.tsv").exists():
-        _check_disk(
-            bids_dir.parent, 2 * size["n_per_group"], size["n_volumes"], size["voxel_size"]
-        )
-        simulate_cohort(
-            bids_dir,
-            n_patients=size["n_per_group"],
-            n_controls=size["n_per_group"],
-            n_volumes=size["n_volumes"],
-            voxel_size=size["voxel_size"],
-            seed=0,
-            n_jobs=n_jobs,
-            progress=False,
-        )
-    return bids_dir
-
-
-def first_of_each_group(bids_dir: Path, per_group: int) -> list[str]:
-    """Labels of the first ``per_group`` subjects of each group, in ``participants.tsv`` order."""
-    import pandas as pd
-
-    participants = pd.read_csv(bids_dir / "participants.tsv", sep="\t")
-    chosen = participants.groupby("group", sort=False).head(per_group)
-    counts = chosen["group"].value_counts()
-    if len(counts) != 2 or (counts != per_group).any():
-        raise RuntimeError(
-            f"{bids_dir}/participants.tsv: expected two groups of at least {per_group}, "
-            f"found {participants['group'].value_counts().to_dict()}."
-        )
-    return sorted(label.removeprefix("sub-") for label in chosen["participant_id"])
 
 
 def stage_windows(out_dir: Path, start: float) -> dict[str, tuple[float, float]]:

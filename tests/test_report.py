@@ -71,6 +71,11 @@ def fabricated(tmp_path_factory) -> tuple[Path, str]:
 
 
 # ----------------------------------------------------------------------------- fabricated tests
+def _text(html: str) -> str:
+    """The text a reader sees in ``html``: tags dropped, runs of white space made one space."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
 def test_every_section_renders_without_error(fabricated):
     _, html = fabricated
     sections = section_html(html)
@@ -79,6 +84,27 @@ def test_every_section_renders_without_error(fabricated):
     assert "could not be shown" not in html
     assert "<script" not in html.lower()
     assert set(statuses(html).values()) == {"ok"}
+
+
+def test_wide_tables_fit_a_1200px_window_or_scroll_in_their_own_box(fabricated):
+    _, html = fabricated
+    # Every table sits alone in a box that scrolls sideways, so the page never does.
+    assert html.count("<table>") == html.count('<div class="table-wrap"><table>') > 10
+    style = re.search(r"<style>(.*?)</style>", html, flags=re.S).group(1)
+    assert re.search(r"\.table-wrap \{[^}]*overflow-x: auto", style)
+    # The metrics table, the widest: each interval or qualifier on a second line
+    # (a block) under its number, and the numbers right-aligned.
+    assert re.search(r"td \.detail \{[^}]*display: block", style)
+    metrics = re.search(r"<table>.*?</table>", section_html(html)["classification"], re.S)
+    rows = re.findall(r"<tr>(.*?)</tr>", metrics.group(0).split("<tbody>")[1], flags=re.S)
+    assert len(rows) == 2  # the CNN and the SVM
+    for row in rows:
+        cells = re.findall(r"<td( class=\"num\")?>(.*?)</td>", row, flags=re.S)
+        model, *numbers = cells
+        assert model[0] == "" and all(css for css, _ in numbers)
+        assert len(numbers) == 8  # 5 metrics, permutation p, binomial p, repeats
+    cnn_accuracy = re.findall(r"<td class=\"num\">(.*?)</td>", rows[0])[0]
+    assert cnn_accuracy == '0.732 <span class="detail">[0.61, 0.833]</span>'
 
 
 def test_figures_are_embedded_and_decodable(fabricated):
@@ -126,13 +152,14 @@ def test_numbers_are_those_of_the_files(fabricated):
     assert "Intracalcarine Cortex (fabricated label)" in sections["statistics"]
     assert "No FWE-significant voxel, hence no cluster table" in sections["statistics"]
     # Classification: value and interval as written, permutation p at its floor 1/100.
-    assert "0.732 [0.61, 0.833]" in sections["classification"]
-    assert "≤ 0.01 (100 perm.)" in sections["classification"]
-    assert "not run" in sections["classification"]  # the SVM's permutation test
-    assert sections["classification"].count("0.039 (chance 0.5)") == 2
-    assert "0.688 ± 0.0442 (0.656-0.719)" in sections["classification"]
-    assert "ROC AUC: delong" in sections["classification"]
-    assert "0.81 [0.66, 0.93]" in sections["classification"]
+    classification = _text(sections["classification"])
+    assert "0.732 [0.61, 0.833]" in classification
+    assert "≤ 0.01 (100 perm.)" in classification
+    assert "not run" in classification  # the SVM's permutation test
+    assert classification.count("0.039 (chance 0.5)") == 2
+    assert "0.688 ± 0.0442 (0.656-0.719)" in classification
+    assert "ROC AUC: delong" in classification
+    assert "0.81 [0.66, 0.93]" in classification
     # Explanations: agreement, verdicts, localisation.
     assert "0.412" in sections["explanations"] and "3.21" in sections["explanations"]
     assert '<span class="verdict-fail">fail</span>' in sections["explanations"]
@@ -249,7 +276,7 @@ def test_a_broken_file_costs_only_its_part(fabricated, tmp_path):
     classification = classification_section(folder)
     explanations = explanations_section(folder)
     assert "JSONDecodeError" in classification
-    assert "0.732 [0.61, 0.833]" in classification  # the CNN next to the broken SVM
+    assert "0.732 [0.61, 0.833]" in _text(classification)  # the CNN next to the broken SVM
     assert "KeyError" in explanations and "verdict" in explanations
     # The rest of the explanations survived the broken sanity-check table.
     assert "Agreement with the group statistics" in explanations

@@ -116,3 +116,27 @@ def test_report_prints_without_navigation(page, report):
     pdf = page.pdf(format="A4")
     assert pdf.startswith(b"%PDF")
     assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) > 3  # a multi-page document
+
+
+def test_no_table_is_cut_in_a_1200px_window(browser, report):
+    # A common laptop window: the page must not scroll sideways, and no table of
+    # the fabricated report (the metrics table is the widest) may need its own scroll.
+    context = browser.new_context(
+        java_script_enabled=True, offline=True, viewport={"width": 1200, "height": 900}
+    )
+    try:
+        page = context.new_page()
+        page.goto(report.resolve().as_uri(), wait_until="load")
+        root = page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert root[0] <= root[1]
+        cut = page.evaluate(
+            "Array.from(document.querySelectorAll('.table-wrap'))"
+            ".filter(box => box.scrollWidth > box.clientWidth)"
+            ".map(box => box.closest('section').id + ': ' + box.querySelector('th').textContent)"
+        )
+        assert page.locator(".table-wrap > table").count() > 10
+        assert cut == []
+    finally:
+        context.close()

@@ -10,13 +10,12 @@ permutation tests work on it unchanged. Each map is standardised with its own
 statistics only, so no information crosses from one subject to another (nor
 from test to training). The map/volume conversion lives in
 :mod:`rsxai.cnn_inputs`; ``crop_box`` and ``volumes_to_maps`` stay
-importable from here for :mod:`rsxai.explain`.
+importable from here for :mod:`rsxai.explain`. The weights file (safetensors
+with metadata) is written and read by :mod:`rsxai.cnn_weights`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -26,13 +25,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import StratifiedShuffleSplit
 
-from rsxai._version import __version__
 from rsxai.cnn_inputs import check_mask, crop_box, maps_to_volumes
 from rsxai.cnn_inputs import volumes_to_maps as volumes_to_maps  # re-exported: explain imports it
 from rsxai.cnn_training import TrainingHistory, hyperparameter_problems, train_cnn
+from rsxai.cnn_weights import read_weights, write_weights
 from rsxai.exceptions import InputError
 from rsxai.models import MODEL_NAMES, build_model
-from rsxai.outputs import atomic_path
 from rsxai.torch_runtime import reproducible, resolve_device, torch_threads
 
 __all__ = ["CNNClassifier"]
@@ -49,13 +47,6 @@ _TRAINING_PARAMS = (
     "noise_sd",
 )
 _ARCHITECTURE_PARAMS = ("architecture", "n_blocks", "width", "dropout", "stem_stride", "head")
-
-
-def _mask_digest(mask: np.ndarray) -> str:
-    """SHA-256 of the mask's shape and voxels: identifies the mask a model was trained on."""
-    digest = hashlib.sha256(repr(mask.shape).encode())
-    digest.update(np.packbits(mask.astype(bool)).tobytes())
-    return digest.hexdigest()
 
 
 def _is_int(value) -> bool:
@@ -333,27 +324,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         The metadata holds the architecture parameters, the classes, the
         input shape, a digest of the mask and the rsxai version; read it back
         with :meth:`from_weights`. Safetensors cannot run code when loaded,
-        unlike pickles.
+        unlike pickles. The format is that of :mod:`rsxai.cnn_weights`.
         """
-        from safetensors.torch import save_file
-
         self._check_fitted()
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-        metadata = {
-            "rsxai_version": __version__,
-            "parameters": json.dumps({k: getattr(self, k) for k in _ARCHITECTURE_PARAMS}),
-            "classes": json.dumps(self.classes_.tolist()),
-            "in_shape": json.dumps(list(self.in_shape_)),
-            "mask_sha256": _mask_digest(check_mask(self.mask)),
-        }
-        with atomic_path(path) as temporary:
-            # One key holding sorted JSON: safetensors writes a metadata map in a
-            # random order (safetensors issue #584), which made the same weights
-            # give different bytes from run to run.
-            save_file(
-                state, str(temporary), metadata={"rsxai": json.dumps(metadata, sort_keys=True)}
-            )
-        return Path(path)
+        return write_weights(
+            path,
+            self.model_.state_dict(),
+            parameters={k: getattr(self, k) for k in _ARCHITECTURE_PARAMS},
+            classes=self.classes_,
+            in_shape=self.in_shape_,
+            mask=check_mask(self.mask),
+        )
 
     @classmethod
     def from_weights(
@@ -376,30 +357,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             ``target_layer_``; ``history_`` is None. Training parameters not
             stored in the file keep their defaults.
         """
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        if "rsxai" in metadata:  # older files held the keys at the top level
-            metadata = json.loads(metadata["rsxai"])
-        if "parameters" not in metadata or "mask_sha256" not in metadata:
-            raise InputError(
-                f"{path}: not written by CNNClassifier.save_weights (no rsxai metadata)."
-            )
+        weights = read_weights(path, mask)
         mask = check_mask(mask)
-        if _mask_digest(mask) != metadata["mask_sha256"]:
-            raise InputError(
-                f"{path}: the model was trained on another mask than the one given "
-                "(mask digests differ). Give the mask used for training."
-            )
         device_ = resolve_device(device)
-        estimator = cls(mask, device=device, **json.loads(metadata["parameters"]))
-        classes = np.asarray(json.loads(metadata["classes"]))
+        estimator = cls(mask, device=device, **weights.parameters)
         # Seeded in a fork of the global generator: the weights drawn are overwritten anyway.
         with reproducible(0, device_):
-            model = estimator._build(tuple(json.loads(metadata["in_shape"])), classes.size)
-        model.load_state_dict(load_file(str(path)))
+            model = estimator._build(weights.in_shape, weights.classes.size)
+        model.load_state_dict(weights.state_dict)
         estimator.history_ = None
-        estimator._set_fitted(model, classes, device_, mask)
+        estimator._set_fitted(model, weights.classes, device_, mask)
         return estimator

@@ -119,6 +119,7 @@ def table(
     formats: dict[str, Callable[[Any], str]] | None = None,
     row_classes: Sequence[str] | None = None,
     raw_columns: Sequence[str] = (),
+    numeric_columns: Sequence[str] = (),
     max_rows: int | None = None,
 ) -> str:
     """An HTML table of a DataFrame.
@@ -136,6 +137,9 @@ def table(
         A CSS class per row (e.g. "flag" to highlight outliers).
     raw_columns : sequence of str
         Columns whose cells are already HTML (e.g. thumbnails).
+    numeric_columns : sequence of str
+        Columns of numbers given as text (intervals, p-values): right-aligned
+        like numeric columns.
     max_rows : int, optional
         Show at most this many rows and say how many were left out.
     """
@@ -154,7 +158,7 @@ def table(
             else:
                 text = escape(format_number(value))
             numeric = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-            if numeric:
+            if numeric or column in numeric_columns:
                 cells.append(f'<td class="num">{text}</td>')
             elif column not in raw_columns and len(text) > 40:
                 cells.append(f'<td class="text">{text}</td>')  # long text may wrap
@@ -239,14 +243,17 @@ a { color: var(--accent); }
 code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
   font-size: .88em; }
 pre { background: var(--soft); padding: .6rem; overflow-x: auto; white-space: pre-wrap; }
-.table-wrap { overflow-x: auto; margin: .5rem 0; }
+/* A table wider than the page scrolls inside its own box, never the page. */
+.table-wrap { overflow-x: auto; max-width: 100%; margin: .5rem 0; }
 table { border-collapse: collapse; font-size: .9rem; }
 p.caption { color: var(--muted); font-size: .87rem; margin: .6rem 0 .2rem; }
-th, td { border-bottom: 1px solid var(--line); padding: .25rem .6rem; text-align: left;
+th, td { border-bottom: 1px solid var(--line); padding: .25rem .5rem; text-align: left;
   vertical-align: middle; white-space: nowrap; }
 td.text { white-space: normal; min-width: 16rem; }
 th { background: var(--soft); font-weight: 600; white-space: normal; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+/* A number's interval or qualifier on a second, quieter line: keeps wide tables narrow. */
+td .detail { display: block; color: var(--muted); font-size: .85em; }
 tr.flag td { background: var(--warn-bg); }
 tr.selected td { background: #ddf4ff; font-weight: 600; }
 td img { display: block; }

@@ -53,17 +53,21 @@ def _summary_table(stats: dict) -> str:
                     "permutations": entry.get("n_permutations"),
                     "FWE-significant voxels": entry.get("n_fwe_significant_voxels"),
                     "min p (FWE)": format_p(entry.get("min_p_fwe"), entry.get("n_permutations")),
-                    "× networks·contrasts": format_p(entry.get("min_p_fwe_bonferroni_networks")),
+                    "min p (FWE, Bonferroni)": format_p(
+                        entry.get("min_p_fwe_bonferroni_networks")
+                    ),
                     "peak MNI (mm)": _coordinates(entry.get("peak_mni")),
                     "peak t": entry.get("peak_t"),
                 }
             )
-    text_columns = ("network", "contrast", "inference", "min p (FWE)", "× networks·contrasts")
+    p_columns = ("min p (FWE)", "min p (FWE, Bonferroni)")
+    text_columns = ("network", "contrast", "inference", *p_columns)
     return table(
         pd.DataFrame(rows),
-        caption="FWE: family-wise error within each map (maximum statistic over voxels); the "
-        "next column also multiplies by the number of networks × contrasts (Bonferroni).",
+        caption="FWE: family-wise error within each map (maximum statistic over voxels); "
+        "Bonferroni: that p also multiplied by the number of networks × contrasts.",
         formats={c: str for c in (*text_columns, "peak MNI (mm)")},
+        numeric_columns=p_columns,
     )
 
 
