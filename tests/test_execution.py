@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 import socket
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
@@ -148,6 +150,41 @@ def test_unreachable_scheduler_is_an_input_error_naming_the_option(cohort_root, 
     assert not list((tmp_path / "out").glob("sub-*"))  # no stage ran
 
 
+def test_bad_scheduler_is_found_before_the_cohort_is_read(tmp_path, monkeypatch, capsys):
+    # An input that is no cohort at all: were the cohort read first, its error would come out.
+    not_a_cohort = tmp_path / "empty"
+    not_a_cohort.mkdir()
+    read = []
+    for name in ("load_cohort", "input_checksums"):
+        monkeypatch.setattr(
+            f"rsxai.pipeline.{name}", lambda *a, _name=name, **k: read.append(_name)
+        )
+    address, out = _closed_port(), tmp_path / "out"
+    code = main(["run", str(not_a_cohort), str(out), "-q", "--dask-scheduler", address])
+    assert code == EXIT_INPUT_ERROR
+    message = capsys.readouterr().err
+    assert "--dask-scheduler" in message and address in message
+    assert "cohort" not in message.lower() and "participants" not in message
+    assert read == []  # neither validation nor checksums started
+    assert not out.exists()  # as for any bad option: nothing written
+
+
+def test_the_checked_connection_serves_the_run(cluster, monkeypatch):
+    from rsxai import execution
+
+    connections = []
+    connect = execution._connect
+    monkeypatch.setattr(
+        execution, "_connect", lambda *args: connections.append(args) or connect(*args)
+    )
+    with execution.cluster_client(cluster.scheduler_address) as client:
+        with execution_backend(1, cluster.scheduler_address, client=client) as n_jobs:
+            assert n_jobs == -1
+            assert Parallel(n_jobs=n_jobs)(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]
+        assert client.status == "running"  # the backend leaves the caller's client open
+    assert len(connections) == 1 and client.status == "closed"
+
+
 @pytest.mark.parametrize("kind", ["silent", "malformed"])
 def test_addresses_that_are_not_schedulers_fail_fast(kind):
     server = None
@@ -205,3 +242,85 @@ def test_local_execution_changes_nothing():
     changed = with_n_jobs(config, -1)
     assert changed.run.n_jobs == -1 and config.run.n_jobs == 2
     assert changed.run.random_seed == 5 and changed.to_dict()["ica"] == config.to_dict()["ica"]
+
+
+def _as_dask_hands_over(value, offset: int):
+    """``value`` unpickled as Dask does: pickle protocol 5, each array a view into a
+    receive buffer, here at ``offset`` bytes from an aligned start."""
+    buffers = []
+    payload = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    received = []
+    for buffer in buffers:
+        raw = buffer.raw()
+        frame = bytearray(offset + raw.nbytes)
+        frame[offset:] = raw
+        received.append(memoryview(frame)[offset:])
+    return pickle.loads(payload, buffers=received)
+
+
+def _arrays_of(value) -> list[np.ndarray]:
+    """The array attributes of ``value`` that can be misaligned (not those of bytes, e.g. bool)."""
+    return [a for a in vars(value).values() if isinstance(a, np.ndarray) and a.dtype.alignment > 1]
+
+
+@pytest.mark.parametrize("offset", [1, 3])
+def test_permutation_batches_compute_on_aligned_arrays(offset, monkeypatch):
+    from rsxai import max_statistic
+    from rsxai.glm_design import PermutedT, draw_permutations, group_design
+    from rsxai.tfce import neighbour_table
+
+    rng = np.random.default_rng(offset)
+    mask = np.ones((4, 4, 3), dtype=bool)
+    maps = rng.standard_normal((12, mask.sum()))
+    maps[:6, :8] += 1.5  # an effect, so that TFCE has clusters to enhance
+    design, _ = group_design(np.repeat([1, 0], 6), None)
+    model = PermutedT(maps, design)
+    batches = [draw_permutations(24, np.ones(12), rng)[i : i + 8] for i in (0, 8, 16)]
+    tested = model(batches[0][:1])[0]
+    settings = max_statistic.BatchSettings(False, True, neighbour_table(mask), 0.05, 2.0, 0.5)
+    received = _as_dask_hands_over((model, tested, settings), offset)
+    # What arrives is really misaligned, model, statistic and settings alike...
+    assert not any(a.flags.aligned for a in _arrays_of(received[0]))
+    assert not received[1].flags.aligned and not received[2].neighbours.flags.aligned
+    # ...and the worker function computes on aligned copies only. (With PermutedT's
+    # arithmetic NumPy happens to give the same bits either way, as BLAS gets aligned
+    # copies; a full-array sum would not, so what is computed on is checked.)
+    computed_on = []
+    call, summarise = PermutedT.__call__, max_statistic.summarise_batch
+
+    def recording_call(self, permutations):
+        computed_on.extend(_arrays_of(self))
+        return call(self, permutations)
+
+    def recording_summarise(t, tested, settings):
+        computed_on.extend([tested, settings.neighbours])
+        return summarise(t, tested, settings)
+
+    monkeypatch.setattr(PermutedT, "__call__", recording_call)
+    monkeypatch.setattr(max_statistic, "summarise_batch", recording_summarise)
+    expected = max_statistic.run_batches(model, batches, 1.0, tested, settings)
+    computed_on.clear()
+    got = max_statistic.run_batches(received[0], batches, 1.0, received[1], received[2])
+    assert computed_on and all(a.flags.aligned for a in computed_on)
+    for ours, theirs in zip(got, expected, strict=True):
+        for name in ("max_t", "exceed_counts", "max_tfce"):
+            assert getattr(ours, name).tobytes() == getattr(theirs, name).tobytes()
+    assert expected[0].max_tfce.max() > 0  # TFCE did enhance something
+    # The objects the caller holds are left as they were.
+    assert not any(a.flags.aligned for a in _arrays_of(received[0]))
+
+
+def test_with_aligned_arrays_copies_only_what_is_misaligned():
+    from rsxai.execution import with_aligned_arrays
+    from rsxai.max_statistic import BatchSettings
+
+    aligned = np.arange(6.0)
+    settings = BatchSettings(True, True, np.arange(12).reshape(6, 2), 0.1, 2.0, 0.5)
+    assert with_aligned_arrays(aligned) is aligned  # no copy in a local run
+    assert with_aligned_arrays(settings) is settings
+    misaligned = _as_dask_hands_over((aligned, settings), 1)
+    array, fixed = with_aligned_arrays(misaligned[0]), with_aligned_arrays(misaligned[1])
+    assert array.flags.aligned and np.array_equal(array, aligned)
+    assert fixed is not misaligned[1] and fixed.neighbours.flags.aligned  # a frozen dataclass
+    assert np.array_equal(fixed.neighbours, settings.neighbours) and fixed.dh == settings.dh
+    assert not misaligned[1].neighbours.flags.aligned

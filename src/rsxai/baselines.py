@@ -57,6 +57,7 @@ from threadpoolctl import threadpool_limits
 
 from rsxai.baseline_solver import fit_with_inner_cv, platt_sigmoid
 from rsxai.classification_metrics import permutation_p_value
+from rsxai.execution import with_aligned_arrays
 from rsxai.glm_design import draw_permutations, warn_if_few_permutations
 
 __all__ = [
@@ -256,6 +257,10 @@ def within_fold_permutations(folds, n_subjects: int, n_permutations: int, seed=0
 def _score_chunk(kind, fold_data, folds, y, orders, inner_cv, random_state) -> np.ndarray:
     """Outer-test decision of every subject under each label order; (len(orders), n)."""
     decision = np.empty((len(orders), y.size))
+    # On a Dask worker the arrays nested in fold_data may arrive misaligned, and NumPy
+    # then sums in another order: realign so the decisions equal a local run's bytes.
+    fold_data = [tuple(map(with_aligned_arrays, item)) for item in fold_data]
+    y, orders = with_aligned_arrays(y), with_aligned_arrays(orders)
     with threadpool_limits(1):  # tiny matrices: threads only add overhead
         for (train, test), (gram, cross, Cs) in zip(folds, fold_data, strict=True):
             labels = y[orders][:, train]

@@ -12,8 +12,9 @@ threads of the process that fits the ICA: the parent, or a fold's worker.)
 Results do not depend on where they are computed: every loop draws its random
 numbers per item (per subject, restart, fold or fixed-size permutation batch),
 never per worker, and returns its results in submission order; arrays passed
-to a task are aligned in memory on arrival (:func:`use_aligned_arrays`), as
-NumPy sums misaligned arrays in another order. Bit-for-bit equality with a
+to a task are aligned in memory on arrival (:func:`use_aligned_arrays`; those
+inside other objects by the task, :func:`with_aligned_arrays`), as NumPy sums
+misaligned arrays in another order. Bit-for-bit equality with a
 local run also needs the same number of BLAS threads per task: Dask's workers
 use one (distributed's default ``OMP_NUM_THREADS=1``).
 
@@ -36,20 +37,72 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from rsxai._version import __version__
 from rsxai.exceptions import InputError
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from rsxai.config import Config
 
-__all__ = ["execution_backend", "use_aligned_arrays", "with_n_jobs"]
+__all__ = [
+    "cluster_client",
+    "execution_backend",
+    "use_aligned_arrays",
+    "with_aligned_arrays",
+    "with_n_jobs",
+]
 
 logger = logging.getLogger("rsxai")
 
+T = TypeVar("T")
+
 #: How the option is named in messages (command-line flag and configuration key).
 OPTION_NAME = "--dask-scheduler (run.dask_scheduler)"
+
+
+@contextlib.contextmanager
+def cluster_client(
+    dask_scheduler: str | None,
+    *,
+    connect_timeout: float = 5.0,
+    worker_timeout: float = 120.0,
+) -> Iterator[Client | None]:
+    """Connect to a Dask scheduler and check it, for the duration of the block.
+
+    The checks (reachable, a scheduler, at least one worker, the workers'
+    rsxai version) are those of :func:`execution_backend`; connecting first,
+    apart, lets a caller report a bad address before long work (e.g. the
+    cohort's validation and checksums) and keep the one connection for the
+    block's :func:`execution_backend`.
+
+    Parameters
+    ----------
+    dask_scheduler : str or None
+        Address of a running Dask scheduler. None or "": yields None.
+    connect_timeout, worker_timeout : float
+        As in :func:`execution_backend`.
+
+    Yields
+    ------
+    client : distributed.Client or None
+        Closed when the block ends.
+
+    Raises
+    ------
+    InputError
+        As :func:`execution_backend`.
+    """
+    if not dask_scheduler:
+        yield None
+        return
+    client = _connect(dask_scheduler, connect_timeout, worker_timeout)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 @contextlib.contextmanager
@@ -57,6 +110,7 @@ def execution_backend(
     n_jobs: int = 1,
     dask_scheduler: str | None = None,
     *,
+    client: Client | None = None,
     connect_timeout: float = 5.0,
     worker_timeout: float = 120.0,
 ) -> Iterator[int]:
@@ -68,7 +122,10 @@ def execution_backend(
         Local worker processes (joblib convention, -1: all cores).
     dask_scheduler : str or None, default=None
         Address of a running Dask scheduler, e.g. ``tcp://10.0.0.5:8786``.
-        None or "": run locally.
+        None or "": run locally (unless ``client`` is given).
+    client : distributed.Client or None, default=None
+        A connection already made by :func:`cluster_client` (used, not closed);
+        None: connect to ``dask_scheduler`` here, for the block.
     connect_timeout : float, default=5.0
         Seconds to reach the scheduler before giving up.
     worker_timeout : float, default=120.0
@@ -86,19 +143,24 @@ def execution_backend(
         When ``distributed`` is not installed, the scheduler cannot be
         reached or is not a Dask scheduler, or no worker joins in time.
     """
-    if not dask_scheduler:
+    if client is None and not dask_scheduler:
         yield n_jobs
         return
     import joblib
 
-    client = _connect(dask_scheduler, connect_timeout, worker_timeout)
-    undo_aligned = use_aligned_arrays()
-    try:
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(
+                cluster_client(
+                    dask_scheduler, connect_timeout=connect_timeout, worker_timeout=worker_timeout
+                )
+            )
+        stack.callback(use_aligned_arrays())
         client.register_plugin(_aligned_arrays_plugin(), name="rsxai-aligned-arrays")
         threads = sum(client.nthreads().values())
         logger.info(
             "Parallel work runs on the Dask cluster at %s (%d workers, %d threads).",
-            dask_scheduler,
+            dask_scheduler or client.scheduler.address,
             len(client.nthreads()),
             threads,
         )
@@ -106,9 +168,6 @@ def execution_backend(
             backend="dask", client=client, wait_for_workers_timeout=worker_timeout
         ):
             yield -1
-    finally:
-        client.close()
-        undo_aligned()
 
 
 def with_n_jobs(config: Config, n_jobs: int) -> Config:
@@ -141,8 +200,9 @@ def use_aligned_arrays() -> Callable[[], None]:
     depend on where they were computed. The deserializer installed here
     (Dask's public ``dask_deserialize`` registry) copies an array only when
     it is misaligned. It covers arrays passed to a task as such, not arrays
-    inside other objects, which Dask unpickles itself; a task that computes
-    on those can align them with ``np.require(array, requirements="A")``.
+    inside other objects, which Dask unpickles itself (pickle protocol 5, the
+    arrays again views into the receive buffers); a task that computes on
+    those aligns them with :func:`with_aligned_arrays`.
 
     Returns
     -------
@@ -167,6 +227,51 @@ def use_aligned_arrays() -> Callable[[], None]:
     deserialize_aligned.rsxai_aligned = True
     dask_deserialize.register(np.ndarray)(deserialize_aligned)
     return lambda: dask_deserialize.register(np.ndarray)(previous)
+
+
+def with_aligned_arrays(value: T) -> T:
+    """``value`` with its NumPy arrays aligned in memory, copying only what is misaligned.
+
+    For the objects a parallel task receives that hold arrays (a fitted
+    model, a settings record): see :func:`use_aligned_arrays` for why a task
+    run by Dask may get them misaligned, and why that changes results. It is
+    called by the task's function on what it receives, rather than hooked
+    into Dask's unpickling, because Dask unpickles such objects with the
+    standard pickle machinery, which has no public per-type hook; the
+    function knows what it computes on, and the call costs nothing (no copy)
+    when the arrays are aligned, as they are in a local run.
+
+    Parameters
+    ----------
+    value : ndarray or object
+        An array, or an object whose attributes (its ``__dict__``; one level,
+        not nested further) hold arrays.
+
+    Returns
+    -------
+    ndarray or object
+        ``value`` itself when nothing is misaligned; else an aligned copy of
+        the array, or a shallow copy of the object whose misaligned array
+        attributes are replaced by aligned copies (also for frozen dataclasses).
+    """
+    import copy
+
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value if value.flags.aligned else np.require(value, requirements="A")
+    misaligned = {
+        name: attribute
+        for name, attribute in getattr(value, "__dict__", {}).items()
+        if isinstance(attribute, np.ndarray) and not attribute.flags.aligned
+    }
+    if not misaligned:
+        return value
+    aligned = copy.copy(value)
+    for name, attribute in misaligned.items():
+        # object.__setattr__: frozen dataclasses (e.g. BatchSettings) refuse setattr.
+        object.__setattr__(aligned, name, np.require(attribute, requirements="A"))
+    return aligned
 
 
 def _aligned_arrays_plugin():

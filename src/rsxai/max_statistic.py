@@ -158,6 +158,13 @@ def run_batches(
     -------
     list of BatchSummary
     """
+    from rsxai.execution import with_aligned_arrays
+
+    # This runs in a joblib or Dask worker: Dask may hand the arrays inside
+    # the model and the settings over misaligned, which can change the last
+    # bits of sums (rsxai.execution.use_aligned_arrays). Realigned here, by the
+    # function that computes on them, as a local run has them (no copy then).
+    model, tested, settings = (with_aligned_arrays(x) for x in (model, tested, settings))
     summaries = []
     for batch in batches:
         summary = summarise_batch(sign * model(batch), tested, settings)

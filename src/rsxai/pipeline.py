@@ -5,18 +5,18 @@ reused when its marker in ``OUT/.rsxai/stages`` records the same key (rsxai
 version, the configuration sections it depends on, the input checksums and the
 keys of the stages above it) and every output it listed still exists. A marker
 is written only after all of a stage's outputs are written, each atomically,
-so an interrupted stage is simply run again.
+so an interrupted stage is simply run again. Keys, markers and the work
+folders of earlier keys (removed once a stage is done): :mod:`rsxai.stage_keys`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rsxai import classify_stage, explain_stage, fsl_stage, stage_runners, stats_stage
 from rsxai._version import __version__
@@ -40,7 +40,11 @@ from rsxai.outputs import (
     write_tsv,
 )
 from rsxai.provenance import iso_time, write_provenance
+from rsxai.stage_keys import inputs_key, is_reusable, remove_stale_work_folders, stage_key
 from rsxai.stage_runners import confounds_strategy
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger("rsxai")
 
@@ -162,34 +166,6 @@ def _check_output_folder(input_path: Path, out_dir: Path, derivatives: str | Non
         raise InputError(f"OUTPUT_DIR {out_dir} exists and is not a folder. Choose another.")
 
 
-def _stage_key(stage: Stage, context: RunContext, inputs_key: dict[str, str]) -> str:
-    # Preprocessing draws nothing at random: another seed must not redo it.
-    seeded = stage.name != "preprocess"
-    return _digest(
-        {
-            "rsxai": __version__,
-            "stage": stage.name,
-            "config": context.config.fingerprint(*stage.sections),
-            "seed": context.config.run.random_seed if seeded else None,
-            "inputs": inputs_key["data"],
-            "design": inputs_key["design"] if stage.uses_design else None,
-            "upstream": dict(context.stage_keys),
-        }
-    )
-
-
-def _reusable(marker: Path, key: str, out_dir: Path) -> bool:
-    if not marker.exists():
-        return False
-    try:
-        recorded = read_json(marker)
-    except (OSError, ValueError):
-        return False
-    return recorded.get("key") == key and all(
-        (out_dir / relative).exists() for relative in recorded.get("outputs", [])
-    )
-
-
 def run(
     input_path: str | Path,
     out_dir: str | Path,
@@ -235,6 +211,24 @@ def run(
 
         # A GPU asked for and missing would otherwise stop the run after hours of statistics.
         resolve_device(config.run.device)
+    from rsxai.execution import cluster_client
+
+    # The cluster is checked (and its one connection kept for the run) before
+    # the cohort, whose validation and checksums take long on a big one.
+    with cluster_client(config.run.dask_scheduler) as client:
+        return _run(input_path, out_dir, config, client, progress=progress, command=command)
+
+
+def _run(
+    input_path: Path,
+    out_dir: Path,
+    config: Config,
+    client: Client | None,
+    *,
+    progress: bool,
+    command: list[str] | None,
+) -> dict:
+    """:func:`run` once the options are checked; ``client``: the Dask cluster's, or None."""
     started = time.time()
     fsl = None
     if is_fsl_dual_regression(input_path):
@@ -275,18 +269,16 @@ def run(
         timings = {"input": {"start": iso_time(started), "end": iso_time(time.time())}}
         summary = _write_run_description(input_path, out_dir, config, cohort)
         context = RunContext(config, cohort, out_dir, summary, progress=progress, fsl=fsl)
-        inputs_key = {
-            "data": _digest([cohort.labels, sorted(checksums.items())]),
-            "design": _digest([cohort.groups, cohort.positive_label, cohort.covariates.to_json()]),
-        }
         from rsxai.execution import execution_backend, with_n_jobs
 
         # Locally or on a Dask cluster: the stages' joblib loops run where the
         # backend sends them; rsxai.toml and provenance keep the options as given.
-        with execution_backend(config.run.n_jobs, config.run.dask_scheduler) as n_jobs:
+        with execution_backend(
+            config.run.n_jobs, config.run.dask_scheduler, client=client
+        ) as n_jobs:
             context.config = with_n_jobs(config, n_jobs)
             try:
-                timings.update(_run_stages(context, inputs_key))
+                timings.update(_run_stages(context, inputs_key(cohort, checksums)))
             finally:
                 context.config = config
         write_provenance(
@@ -351,7 +343,7 @@ def _write_run_description(
     return summary
 
 
-def _run_stages(context: RunContext, inputs_key: dict[str, str]) -> dict[str, dict]:
+def _run_stages(context: RunContext, inputs: dict[str, str]) -> dict[str, dict]:
     """Run or reuse each stage up to ``stop_after``; return their timings."""
     # What a killed run was writing; never taken as done, only wasted space.
     removed = remove_partial_files(context.out_dir)
@@ -373,9 +365,9 @@ def _run_stages(context: RunContext, inputs_key: dict[str, str]) -> dict[str, di
             logger.info("Stage %s: not available in rsxai %s yet; skipped.", name, __version__)
             timings[name] = {"status": "not available"}
             continue
-        key = _stage_key(stage, context, inputs_key)
+        key = stage_key(stage, context, inputs)
         marker = output_path(context.out_dir, "stage_marker", stage=name)
-        if _reusable(marker, key, context.out_dir):
+        if is_reusable(marker, key, context.out_dir):
             logger.info("Stage %s: outputs up to date, reused.", name)
             timings[name] = {"status": "reused", **read_json(marker).get("timing", {})}
         else:
@@ -395,9 +387,7 @@ def _run_stages(context: RunContext, inputs_key: dict[str, str]) -> dict[str, di
             }
             write_json(marker, {"stage": name, "key": key, "outputs": relative, "timing": timing})
             timings[name] = {"status": "computed", **timing}
+        # Only now, with this key's outputs complete, are earlier keys' caches unneeded.
+        remove_stale_work_folders(context.out_dir, name, key)
         context.stage_keys[name] = key
     return timings
-
-
-def _digest(value: object) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
