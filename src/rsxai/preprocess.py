@@ -18,11 +18,11 @@ from collections.abc import Sequence
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
 from rsxai.confounds import load_confounds
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid, mni_brain_mask, mni_grid
+from rsxai.resampling import interpolation_matrix
 from rsxai.signal_cleaning import clean_signals
 
 __all__ = [
@@ -70,11 +70,15 @@ def resample_to_grid(
 
     Notes
     -----
-    Trilinear sampling with :func:`scipy.ndimage.map_coordinates` at just
-    the mask's voxel centres is used rather than
+    Trilinear sampling at just the mask's voxel centres is used rather than
     :func:`nilearn.image.resample_img`, which resamples the whole bounding
     grid first: 0.8 s instead of 5.8 s for a 120-volume FSL 2 mm run onto the
-    4 mm MNI brain mask (29,398 voxels), with identical values.
+    4 mm MNI brain mask (29,398 voxels), with identical values. The
+    interpolation weights are computed once for all volumes
+    (:func:`rsxai.resampling.interpolation_matrix`, the values of
+    :func:`scipy.ndimage.map_coordinates` with ``mode="constant"``): 0.05-0.09
+    s instead of 0.5-0.7 s with a ``map_coordinates`` call per volume for a
+    150-volume FSL 2 mm run onto a 26,582-voxel 4 mm mask.
     """
     if interpolation not in INTERPOLATIONS:
         raise InputError(
@@ -97,19 +101,27 @@ def resample_to_grid(
             values = np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return values
 
-    if not np.isfinite(data).all():
-        # A copy: data may be the caller's own array (an in-memory float32 image).
-        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     world = grid.world_coordinates()
     source_from_world = np.linalg.inv(img.affine)
     coords = (world @ source_from_world[:3, :3].T + source_from_world[:3, 3]).T
-    order = INTERPOLATIONS[interpolation]
-    values = np.empty((data.shape[3], grid.n_voxels), dtype=np.float32)
+    layout = "F" if data.flags.f_contiguous else "C"
+    weights = interpolation_matrix(
+        coords, data.shape[:3], order=INTERPOLATIONS[interpolation], layout=layout
+    )
+    values = _apply_weights(weights, data, layout)
+    if not np.isfinite(values).all():
+        # A non-finite voxel reached some samples: read it as 0, as the docstring says. A copy:
+        # data may be the caller's own array (an in-memory float32 image).
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+        values = _apply_weights(weights, data, layout)
+    return values
+
+
+def _apply_weights(weights, data: np.ndarray, layout: str) -> np.ndarray:
+    """(T, n_points) float32 samples: one sparse product per volume of the 4D ``data``."""
+    values = np.empty((data.shape[3], weights.shape[0]), dtype=np.float32)
     for t in range(data.shape[3]):
-        # mode="constant": grid voxels outside the image's field of view read 0, as in nilearn.
-        ndimage.map_coordinates(
-            data[..., t], coords, output=values[t], order=order, mode="constant", cval=0.0
-        )
+        values[t] = weights @ data[..., t].ravel(order=layout)
     return values
 
 
