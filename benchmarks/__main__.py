@@ -47,8 +47,9 @@ def _machine_section(before: dict, after_load: list[float], seconds: float) -> s
         f"- Load average (1, 5, 15 min) before: {before['load_average']}, after: {after_load} "
         "(after includes the benchmarks' own processes)"
         + (
-            " — the machine was busy with other work when they started, so times are "
-            "pessimistic and noisy."
+            " — the 1-minute load was above half the cores when they started (processes "
+            "running then, or that had just ended: the average decays over minutes), so "
+            "times may be pessimistic."
             if busy
             else "."
         ),
