@@ -39,6 +39,23 @@ def test_atomic_path_replaces_on_success(tmp_path):
     assert len(list(target.parent.iterdir())) == 1
 
 
+def test_written_files_get_the_mode_open_would_give(tmp_path):
+    # mkstemp makes private 0o600 files; results on a shared cluster must be readable
+    # by the group as any file the user writes (the umask decides, here 0o027).
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys; os.umask(0o027)\n"
+        "from rsxai.outputs import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp: tmp.write_text('x')\n"
+    )
+    target = tmp_path / "table.tsv"
+    subprocess.run([sys.executable, "-c", script, str(target)], check=True)
+    assert os.stat(target).st_mode & 0o777 == 0o640
+
+
 def test_json_refuses_nan_and_writes_numpy(tmp_path):
     import numpy as np
 

@@ -89,6 +89,19 @@ PARTIAL_MARK = ".partial"
 _PARTIAL_NAME = re.compile(r"\.[^.]+\.(?P<pid>\d+)-[^.]+" + re.escape(PARTIAL_MARK) + r"(\..+)?")
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; done once, at import (single-threaded).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Mode of every file :func:`atomic_path` writes: what ``open()`` would give under the
+#: umask (e.g. 0o644), not ``mkstemp``'s private 0o600, so that colleagues sharing the
+#: output folder on a cluster can read the results.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def output_path(out_dir: str | Path, name: str, **fields: Any) -> Path:
     """Path of a registered output inside ``out_dir``.
 
@@ -125,6 +138,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
