@@ -96,3 +96,21 @@ def test_bug_is_one_line_with_the_traceback_in_a_log(tmp_path, capsys, monkeypat
     assert text.startswith("Traceback") and "ZeroDivisionError" in text and "broken" in text
     assert main(["run", str(tmp_path), str(out), "-v"]) == EXIT_INTERNAL_ERROR
     assert "Traceback" in capsys.readouterr().err  # -v shows it on the console too
+
+
+def test_simulate_help_and_docstring_name_the_default_effects(capsys):
+    from rsxai.simulate import DEFAULT_EFFECTS, simulate_cohort
+
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    docstring = " ".join(simulate_cohort.__doc__.split())
+    assert f"Default: {len(DEFAULT_EFFECTS)} effects:" in help_text
+    for effect in DEFAULT_EFFECTS:
+        x, y, z = (f"{c:g}" for c in effect.center_mm)
+        assert f"{effect.network} at {x} {y} {z} (radius" in help_text
+        assert f"({x}, {y}, {z})" in docstring
+    networks = [effect.network for effect in DEFAULT_EFFECTS]
+    assert networks.count("sensorimotor") == 2 and networks.count("visual") == 1
+    assert "two sensorimotor" in docstring and "one visual" in docstring
+    assert "one sensorimotor and one visual" not in help_text + docstring

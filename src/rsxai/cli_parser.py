@@ -147,6 +147,18 @@ def _add_stack_arguments(parser: argparse.ArgumentParser, keys: Sequence[str]) -
     _add_verbosity(parser)
 
 
+def _default_effects() -> str:
+    """The simulator's default effects in words, from the effects themselves."""
+    from rsxai.simulated_networks import DEFAULT_EFFECTS
+
+    described = [
+        f"{e.network} at {' '.join(f'{c:g}' for c in e.center_mm)} "
+        f"(radius {e.radius_mm:g}, strength {e.strength:g}, sign {e.sign})"
+        for e in DEFAULT_EFFECTS
+    ]
+    return f"{len(described)} effects: " + "; ".join(described)
+
+
 def _add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "output_dir",
@@ -179,7 +191,7 @@ def _add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         help="A planted patient effect (repeatable), replacing the defaults: "
         "network name, MNI centre in mm, radius in mm, strength (fraction of the "
         "map changed at the centre), sign (-1 lower in patients, 1 higher). "
-        "Default: one sensorimotor and one visual effect.",
+        f"Default: {_default_effects()}.",
     )
     group.add_argument("--random-seed", type=int, default=0, help="Seed (default: 0).")
     group.add_argument(
@@ -285,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the explain stage on OUTPUT_DIR: attribution maps of every held-out "
         "subject, group maps, agreement with the statistics, sanity checks, faithfulness and, "
         "on simulated data, localisation. Options not given come from OUTPUT_DIR/rsxai.toml, "
-        "then the defaults.",
+        "then the defaults; once the explanations are written, rsxai.toml is updated with the "
+        "options given here, so that it describes them.",
     )
     explain.add_argument(
         "output_dir",
@@ -297,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     for option in OPTIONS:
         if option.section == "explain" and option.flag:
             _add_option(group, option)
+    _add_registry_options(explain, ("run.device",))
     group.add_argument(
         "--ground-truth",
         type=Path,

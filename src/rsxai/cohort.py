@@ -27,7 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rsxai.cohort_checks import check_runs, grid_warnings, subject_problems, tr_problems
+from rsxai.cohort_checks import (
+    check_runs,
+    filter_length_problems,
+    grid_warnings,
+    subject_problems,
+    tr_problems,
+)
 from rsxai.cohort_subjects import Run, Subject
 from rsxai.exceptions import InputError
 from rsxai.input_checks import TR_TOLERANCE
@@ -314,6 +320,8 @@ class Cohort:
         n_jobs: int = 1,
         progress: bool = False,
         confounds_strategy: dict | None = None,
+        high_pass: float | None = None,
+        low_pass: float | None = None,
     ) -> Cohort:
         """Check every input; return the cohort with each run's TR and length filled in.
 
@@ -338,6 +346,9 @@ class Cohort:
             preprocessing will use: each confounds table must then hold the
             columns they need, as numbers. None only checks that the tables
             can be read and have one row per volume.
+        high_pass, low_pass : float, optional
+            Band-pass cut-offs (Hz) preprocessing will apply: runs too short
+            for that filter, after censoring, are refused now, not mid-stage.
 
         Returns
         -------
@@ -374,6 +385,14 @@ class Cohort:
                 dataclasses.replace(run, tr=check.tr, n_volumes=check.n_volumes)
             )
         problems.extend(tr_problems([(name, c.tr) for *_, name, c in checked if c.tr is not None]))
+        problems.extend(
+            filter_length_problems(
+                checked,
+                high_pass=high_pass,
+                low_pass=low_pass,
+                confounds_strategy=confounds_strategy,
+            )
+        )
         warnings.extend(
             grid_warnings([(name, c.affine, c.shape) for *_, name, c in checked if c.shape])
         )

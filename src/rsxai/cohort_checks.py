@@ -1,7 +1,9 @@
-"""Checks across a cohort: labels, groups, and what the runs must share (TR, grid).
+"""Checks across a cohort: labels, groups, what the runs must share (TR, grid), their length.
 
 :func:`check_runs` runs :func:`rsxai.input_checks.check_run` on every run in
-parallel; the other functions compare subjects with each other.
+parallel; :func:`filter_length_problems` finds the runs too short for the
+band-pass filter of preprocessing (after censoring); the other functions
+compare subjects with each other.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from rsxai.exceptions import InputError
 from rsxai.input_checks import TR_TOLERANCE, RunCheck, check_run
 from rsxai.participant_tables import label_problem
 
@@ -160,6 +163,99 @@ def tr_problems(trs: Sequence[tuple[str, float]]) -> list[str]:
         + ". rsxai needs one TR (band-pass filtering and group ICA assume it). Exclude the runs "
         "with another TR (--exclude-label) or analyse them separately."
     ]
+
+
+def filter_length_problems(
+    checked: Sequence[tuple[Subject, Run, str, RunCheck]],
+    *,
+    high_pass: float | None,
+    low_pass: float | None,
+    confounds_strategy: dict | None = None,
+) -> list[str]:
+    """Runs too short for the band-pass filter of preprocessing, and cut-offs it cannot use.
+
+    A run is too short when the volumes the filter runs over (first to last
+    volume kept after censoring: fMRIPrep's non-steady-state volumes and, with
+    ``scrub_fd``, high-motion ones) are fewer than
+    :func:`rsxai.signal_cleaning.filter_min_volumes`, the very rule with which
+    :func:`rsxai.signal_cleaning.clean_signals` would fail during preprocessing.
+
+    Parameters
+    ----------
+    checked : sequence of (Subject, Run, str, RunCheck)
+        From :func:`check_runs`; runs with problems of their own are skipped
+        (those are reported already).
+    high_pass, low_pass : float or None
+        Cut-offs in Hz of the ``[preprocess]`` options; None (the option's 0)
+        disables one.
+    confounds_strategy : dict, optional
+        The :func:`rsxai.confounds.load_confounds` keywords preprocessing will
+        use, which decide the censored volumes.
+
+    Returns
+    -------
+    list of str
+        One problem per short run, and one per cut-off problem and TR.
+    """
+    from rsxai.confounds import load_confounds
+    from rsxai.signal_cleaning import filter_min_volumes, filtered_length
+
+    strategy = confounds_strategy or {"motion": "none", "wm_csf": False}
+    problems, bad_cutoffs = [], defaultdict(list)
+    cutoffs = ", ".join(
+        f"{flag} {value:g} Hz"
+        for flag, value in (("--high-pass", high_pass), ("--low-pass", low_pass))
+        if value is not None
+    )
+    for subject, run, name, check in checked:
+        if check.problems or check.n_volumes is None or check.tr is None:
+            continue
+        try:
+            minimum = filter_min_volumes(tr=check.tr, high_pass=high_pass, low_pass=low_pass)
+        except InputError as error:
+            for problem in error.problems:
+                bad_cutoffs[(check.tr, problem)].append(name)
+            continue
+        if not minimum:
+            continue
+        sample_mask = None
+        if run.confounds is not None:
+            try:
+                _, sample_mask = load_confounds(run.confounds, **strategy)
+            except InputError:  # reported by check_run with its strategy
+                continue
+        n_filtered = filtered_length(check.n_volumes, sample_mask)
+        if n_filtered >= minimum:
+            continue
+        scrub_fd = strategy.get("scrub_fd")
+        censored = (
+            f", {n_filtered} from the first to the last volume kept after censoring "
+            + (f"(framewise displacement above --scrub-fd {scrub_fd:g} mm, " if scrub_fd else "(")
+            + "non-steady-state volumes)"
+            if n_filtered < check.n_volumes
+            else ""
+        )
+        if high_pass is not None and low_pass is not None:
+            single = filter_min_volumes(tr=check.tr, high_pass=None, low_pass=low_pass)
+            fix = (
+                f"filter less (with --high-pass 0 the low-pass filter alone needs {single} "
+                "volumes; --high-pass 0 --low-pass 0 filters nothing)"
+            )
+        else:
+            fix = "disable the filter (--high-pass 0 --low-pass 0)"
+        problems.append(
+            f"{name}: {run.bold} has {check.n_volumes} volumes{censored}; the Butterworth "
+            f"filter of preprocessing ({cutoffs}, TR {check.tr:g} s) needs at least "
+            f"{minimum} volumes. Use a longer run, {fix}"
+            + (", raise --scrub-fd" if scrub_fd and n_filtered < check.n_volumes else "")
+            + f", or leave the subject out (--exclude-label {subject.label})."
+        )
+    for (tr, problem), names in bad_cutoffs.items():
+        problems.append(
+            f"{list_names(names)} (TR {tr:g} s): the filter of preprocessing cannot be built: "
+            f"{problem} On the command line, 0 disables a cut-off (--high-pass 0, --low-pass 0)."
+        )
+    return problems
 
 
 def grid_warnings(grids: Sequence[tuple[str, np.ndarray, tuple[int, int, int]]]) -> list[str]:

@@ -6,6 +6,7 @@ defines the type, so that registry modules can share it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,8 @@ class Option:
         Whether "" / None ("not set") is allowed besides the default's type.
     minimum : float or None
         Smallest allowed number.
+    above : float or None
+        Bound every allowed number must exceed (an exclusive minimum).
     kind : type or None
         The value's type when the default does not tell it (a None default).
     also : tuple
@@ -56,6 +59,7 @@ class Option:
     choices: tuple[Any, ...] | None = None
     nullable: bool = False
     minimum: float | None = None
+    above: float | None = None
     kind: type | None = None
     also: tuple[Any, ...] = ()
 
@@ -95,6 +99,14 @@ class Option:
             raise InputError(
                 f"{origin}: option {self.key} must be {expected}; got {value!r}."
             ) from None
+        if kind is float and not math.isfinite(value):
+            raise InputError(
+                f"{origin}: option {self.key} must be a finite number; got {value!r}."
+            )
+        if self.above is not None and not value > self.above:
+            raise InputError(
+                f"{origin}: option {self.key} must be above {self.above}; got {value!r}."
+            )
         if self.minimum is not None and value < self.minimum:
             raise InputError(
                 f"{origin}: option {self.key} must be at least {self.minimum}; got {value!r}."

@@ -267,7 +267,39 @@ _DATA_OPTIONS: tuple[Option, ...] = (
         "--contrasts",
         choices=("patients>controls", "controls>patients", "two-sided"),
     ),
-    Option("stats", "tfce", True, "Threshold-free cluster enhancement (FSL defaults).", "--tfce"),
+    Option(
+        "stats",
+        "tfce",
+        True,
+        "Threshold-free cluster enhancement (its parameters: --tfce-h, --tfce-e, "
+        "--tfce-connectivity).",
+        "--tfce",
+    ),
+    Option(
+        "stats",
+        "tfce_h",
+        2.0,
+        "TFCE height exponent H (Smith & Nichols 2009 and FSL: 2).",
+        "--tfce-h",
+        above=0.0,
+    ),
+    Option(
+        "stats",
+        "tfce_e",
+        0.5,
+        "TFCE extent exponent E (Smith & Nichols 2009 and FSL: 0.5 in 3D).",
+        "--tfce-e",
+        above=0.0,
+    ),
+    Option(
+        "stats",
+        "tfce_connectivity",
+        6,
+        "TFCE neighbourhood: voxels sharing a face (6, FSL randomise's default), "
+        "also an edge (18), also a corner (26).",
+        "--tfce-connectivity",
+        choices=(6, 18, 26),
+    ),
     Option(
         "stats",
         "covariates",

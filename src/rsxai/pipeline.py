@@ -141,6 +141,8 @@ def load_cohort(input_path: Path, config: Config, *, progress: bool = False) -> 
         check_data=options.check_data,
         # The confounds columns the cleaning will need are checked before any work.
         confounds_strategy=confounds_strategy(config),
+        high_pass=config.preprocess.high_pass or None,
+        low_pass=config.preprocess.low_pass or None,
         n_jobs=config.run.n_jobs,
         progress=progress,
     )

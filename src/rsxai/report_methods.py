@@ -237,9 +237,14 @@ def _stats(folder: ReportFolder, cite: Citations) -> str:
         + f"). Contrasts: {escape(', '.join(options.get('contrasts', [])))}. "
     )
     if options.get("tfce", True):
-        h, e = tfce.get("H", 2.0), tfce.get("E", 0.5)
-        connectivity = tfce.get("connectivity", 6)
-        recorded = "" if tfce else " (rsxai defaults; not recorded in summary.json)"
+        # Older outputs lack summary.json's record: rsxai.toml, else the defaults of then.
+        h = tfce.get("H", options.get("tfce_h", 2.0))
+        e = tfce.get("E", options.get("tfce_e", 0.5))
+        connectivity = tfce.get("connectivity", options.get("tfce_connectivity", 6))
+        recorded = ""
+        if not tfce:
+            where = "rsxai.toml" if "tfce_h" in options else "rsxai defaults"
+            recorded = f" ({where}; not recorded in summary.json)"
         text += (
             f"Statistics were enhanced by TFCE{cite('smith2009')} with H = {h}, E = {e} and "
             f"{connectivity}-connectivity{recorded}"

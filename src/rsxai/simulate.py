@@ -119,7 +119,10 @@ def simulate_cohort(
         Isotropic voxel size in mm on :func:`rsxai.grid.mni_grid`, 1.5 to 10.
         At 2 mm and 150 volumes a worker needs about 1.5 GB of memory.
     effects : sequence of Effect, default=DEFAULT_EFFECTS
-        Planted patient effects (one sensorimotor, one visual by default).
+        Planted patient effects. The default plants three, all lower in patients:
+        two sensorimotor (the left and right precentral hand knobs, MNI
+        (-38, -26, 54) and (38, -26, 54)) and one visual (right calcarine
+        cortex, (10, -88, 6)).
     null : bool, default=False
         Plant no effect at all (``effects`` is ignored).
     seed : int, default=0

@@ -38,9 +38,21 @@ ALPHA = 0.05
 
 #: Neighbourhood of the cluster tables: FSL ``cluster``'s, faces, edges and corners.
 CLUSTER_CONNECTIVITY = 26
-#: TFCE parameters (Smith & Nichols 2009's recommended H, E; FSL randomise's
-#: default 6-connectivity), passed explicitly and recorded in summary.json.
-TFCE_SETTINGS = {"H": 2.0, "E": 0.5, "connectivity": 6}
+
+
+def tfce_settings(options: Section) -> dict:
+    """The TFCE parameters of the ``[stats]`` options, as recorded in summary.json.
+
+    The defaults (``tfce_h`` 2, ``tfce_e`` 0.5, ``tfce_connectivity`` 6) are
+    Smith & Nichols (2009)'s recommended H and E and FSL randomise's default
+    neighbourhood.
+
+    Returns
+    -------
+    dict
+        ``{"H": float, "E": float, "connectivity": int}``.
+    """
+    return {"H": options.tfce_h, "E": options.tfce_e, "connectivity": options.tfce_connectivity}
 
 
 def _minus_log10(p: np.ndarray) -> np.ndarray:
@@ -168,6 +180,7 @@ def write_stats(
     from rsxai.stats import permutation_glm
 
     options = config.stats
+    tfce = tfce_settings(options)
     n_tests = len(stacks) * len(options.contrasts)
     written, results = [], {}
     coordinates = grid.world_coordinates()
@@ -183,9 +196,9 @@ def write_stats(
                 contrast=contrast,
                 n_permutations=options.n_permutations,
                 tfce=options.tfce,
-                tfce_h=TFCE_SETTINGS["H"],
-                tfce_e=TFCE_SETTINGS["E"],
-                tfce_connectivity=TFCE_SETTINGS["connectivity"],
+                tfce_h=tfce["H"],
+                tfce_e=tfce["E"],
+                tfce_connectivity=tfce["connectivity"],
                 exchangeability_blocks=blocks,
                 random_state=config.run.random_seed,
                 n_jobs=config.run.n_jobs,
@@ -245,5 +258,5 @@ def write_stats(
         "networks": results,
     }
     if options.tfce:
-        entry["tfce"] = {**TFCE_SETTINGS, "dh": "each map's maximum |t| / 100 (tfce_dh)"}
+        entry["tfce"] = {**tfce, "dh": "each map's maximum |t| / 100 (tfce_dh)"}
     return written, entry
