@@ -141,7 +141,7 @@ class Effect:
         One of :data:`NETWORK_NAMES`.
     center_mm : tuple of 3 float
         MNI (RAS) centre in mm; must lie in the brain and in the network.
-    radius_mm : float, default=12.0
+    radius_mm : float, default=16.0
         Distance in mm at which the change falls to half its peak.
     strength : float, default=DEFAULT_STRENGTH
         Fraction of the network map changed at the centre, in (0, 1].
