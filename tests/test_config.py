@@ -73,3 +73,14 @@ def test_fingerprint_changes_only_with_its_sections():
     other_seed = resolve_config(overrides={"run.random_seed": 1})
     assert base.fingerprint("input") == other_seed.fingerprint("input")
     assert base.fingerprint("run") != other_seed.fingerprint("run")
+
+
+def test_the_readme_configuration_example_is_valid(tmp_path):
+    # The README's example is what users copy: every key in it must exist and validate.
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    example = tmp_path / "rsxai.toml"
+    example.write_text(readme.split("```toml\n", 1)[1].split("```", 1)[0], encoding="utf-8")
+    config = resolve_config(load_config_file(example))
+    assert config.stats.tfce_connectivity == 6 and config.classify.cv_scope == "fold"
