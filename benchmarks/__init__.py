@@ -12,9 +12,11 @@ also runs alone (``python -m benchmarks.group_ica``) and takes ``--quick``:
 - :mod:`benchmarks.baselines`: linear baselines and their permutation nulls;
 - :mod:`benchmarks.cnn_training`: CNN training throughput vs the arithmetic limit;
 - :mod:`benchmarks.attribution`: the explanation methods' time;
+- :mod:`benchmarks.cv_scope`: the classify stage in fold scope vs cohort scope;
 - :mod:`benchmarks.demo`: ``rsxai demo`` end to end (time and memory per stage);
 - :mod:`benchmarks.scale`: 600 subjects through group ICA and dual regression.
 
 Helpers: :mod:`benchmarks.cohort` (the simulated cohort, made once and kept),
-:mod:`benchmarks.measurement` (child processes, peak memory, machine description).
+:mod:`benchmarks.measurement` (child processes, peak memory, machine description),
+:mod:`benchmarks.fwe_agreement` (FWE p-values compared within Monte-Carlo error).
 """

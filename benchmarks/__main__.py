@@ -22,6 +22,7 @@ from benchmarks import (
     attribution,
     baselines,
     cnn_training,
+    cv_scope,
     demo,
     group_ica,
     migp_memory,
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         baselines.markdown(baselines.run(quick=args.quick)),
         cnn_training.markdown(cnn_training.run(quick=args.quick)),
         attribution.markdown(attribution.run(quick=args.quick)),
+        cv_scope.markdown(cv_scope.run(args.data_dir, quick=args.quick)),
         demo.markdown(demo.run(args.data_dir, quick=args.quick)),
         # Last: the longest, and its 600-subject cohort needs the most disk.
         scale.markdown(scale.run(args.data_dir, quick=args.quick)),

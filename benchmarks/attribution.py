@@ -1,7 +1,9 @@
 """Time of every attribution method for a cohort's held-out subjects at 4 mm.
 
-Two CNNs explain 60 volumes of 1 x 40 x 48 x 40 (a 4 mm grid's brain
-bounding box), random weights, evaluation mode:
+Two CNNs explain 60 volumes of the shape the classifier receives at 4 mm:
+one channel over the bounding box of the MNI brain mask on the 4 mm grid
+(``Grid(mni_brain_mask(4), affine).bounding_box()``: 36 x 45 x 39), which is
+how :mod:`rsxai.cnn_inputs` crops the maps; random weights, evaluation mode:
 
 - ``full-resolution``: three blocks of 3x3x3 convolution (the first on the
   input grid), batch normalisation, ReLU and 2x2x2 max pooling, 8, 16 and 32
@@ -12,7 +14,9 @@ bounding box), random weights, evaluation mode:
 
 :func:`rsxai.attribution.attribute` runs at its defaults (SmoothGrad 16
 samples, Integrated Gradients 16 steps, batch size 8, Grad-CAM and Grad-CAM++
-at the default layer), once for the predicted class and once for the patient
+at the default layer, :func:`rsxai.gradcam.default_target_layer`, which
+depends on the input shape: the layer and its feature maps' spatial shape
+are reported), once for the predicted class and once for the patient
 class (class 1), as the explain stage does. Everything runs in a fresh
 process per thread setting (``torch.set_num_threads``: 1, then 2); after a
 warm-up call per method on one volume, each timing is one call on all
@@ -31,8 +35,9 @@ import time
 
 from benchmarks.measurement import current_rss_mb, run_in_child
 
-FULL = {"n_inputs": 60, "shape": (40, 48, 40)}
-QUICK = {"n_inputs": 4, "shape": (40, 48, 40)}
+VOXEL_SIZE = 4.0
+FULL = {"n_inputs": 60}
+QUICK = {"n_inputs": 4}
 MODELS = ("full-resolution", "MapCNN3D")
 TARGETS = ("predicted", "patient")
 # Forward and backward passes per input volume at the defaults.
@@ -68,6 +73,33 @@ def full_resolution_cnn(width: int = 8, n_blocks: int = 3):
     model.head = nn.Sequential()
     model.head.fc = nn.Linear(in_channels, 2)
     return model.eval()
+
+
+def cnn_input_shape(voxel_size: float = VOXEL_SIZE) -> tuple[int, int, int]:
+    """Spatial shape of the CNN's input: the MNI brain mask's bounding box at ``voxel_size``."""
+    from rsxai.grid import Grid, mni_brain_mask, mni_grid
+
+    affine, _ = mni_grid(voxel_size)
+    box = Grid(mni_brain_mask(voxel_size), affine).bounding_box()
+    return tuple(int(part.stop - part.start) for part in box)
+
+
+def layer_spatial_shape(model, layer: str, shape: tuple[int, ...]) -> list[int]:
+    """Spatial shape of ``layer``'s output for one input volume of spatial ``shape``."""
+    import torch
+
+    from rsxai.model_hooks import resolve_layer
+
+    seen = []
+    handle = resolve_layer(model, layer).register_forward_hook(
+        lambda module, args, output: seen.append(list(output.shape[2:]))
+    )
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, 1, *shape)))
+    finally:
+        handle.remove()
+    return seen[-1]
 
 
 def _build(name: str, shape: tuple[int, ...], seed: int):
@@ -111,10 +143,12 @@ def time_methods(n_inputs: int, shape: list[int], threads: int = 2, seed: int = 
                 cpu_seconds[method][target_name] = time.process_time() - cpu
                 if not np.isfinite(maps).all():
                     raise RuntimeError(f"{name}: {method} gave non-finite maps")
+        layer = default_target_layer(model, shape)
         results[name] = {
             "seconds": seconds,
             "cpu_seconds": cpu_seconds,
-            "layer": default_target_layer(model, shape),
+            "layer": layer,
+            "layer_shape": layer_spatial_shape(model, layer, tuple(shape)),
             "n_parameters": sum(p.numel() for p in model.parameters()),
         }
     return {"models": results, "threads": threads, "rss_after_mb": current_rss_mb()}
@@ -122,7 +156,7 @@ def time_methods(n_inputs: int, shape: list[int], threads: int = 2, seed: int = 
 
 def run(*, quick: bool = False, threads: tuple[int, ...] | None = None) -> dict:
     """Time every method, one fresh process per thread setting (default: 1 and 2; quick: 1)."""
-    size = QUICK if quick else FULL
+    size = {**(QUICK if quick else FULL), "shape": cnn_input_shape()}
     if threads is None:
         threads = (1,) if quick else (1, 2)
     settings = []
@@ -157,18 +191,23 @@ def markdown(result: dict) -> str:
     lines = [
         "## Attribution maps: every method for a cohort's held-out subjects",
         "",
-        f"{n} volumes of 1 x {shape} (4 mm grid), random weights, evaluation mode; "
+        f"{n} volumes of 1 x {shape}: the bounding box of the MNI brain mask on the "
+        f"{VOXEL_SIZE:g} mm grid, the CNN's input shape at that voxel size (the analysis mask "
+        "is the MNI mask intersected with the subjects' masks, so a real cohort's box can be a "
+        "few voxels smaller); random weights, evaluation mode; "
         "`rsxai.attribution.attribute` at its defaults (SmoothGrad 16 samples, Integrated "
         "Gradients 16 steps, batch size 8), for the predicted class and for the patient class; "
         "one fresh process per torch thread setting; each time is one call on all volumes, "
         "after a warm-up call.",
         "",
-        "- full-resolution CNN: 3 blocks (3x3x3 conv at 40 x 48 x 40, batch norm, ReLU, 2x2x2 "
+        f"- full-resolution CNN: 3 blocks (3x3x3 conv at {shape}, batch norm, ReLU, 2x2x2 "
         f"max pool; 8, 16, 32 channels; {full['n_parameters']:,} parameters), global average "
-        f"pooling, linear; CAM layer `{full['layer']}`.",
+        f"pooling, linear; Grad-CAM layer `{full['layer']}` ({_shape(full)} feature maps).",
         "- MapCNN3D: rsxai's default classifier (`build_model('cnn3d')`: stride-2 stem, 3 "
         f"blocks, linear head on the flattened maps; {ours['n_parameters']:,} parameters); "
-        f"CAM layer `{ours['layer']}`.",
+        f"Grad-CAM layer `{ours['layer']}` ({_shape(ours)} feature maps).",
+        "- Grad-CAM layer: `rsxai.gradcam.default_target_layer` for this input shape (the "
+        "deepest layer with at least 10 voxels per axis); its maps are upsampled to the input.",
         "- CPU time is the process's, all threads together. Load averages (1, 5, 15 min) are "
         "taken before and after each process (after includes it); on a busy machine "
         "wall-clock times are pessimistic.",
@@ -178,6 +217,10 @@ def markdown(result: dict) -> str:
     for setting in result["settings"]:
         lines += _setting_table(setting)
     return "\n".join(lines)
+
+
+def _shape(model: dict) -> str:
+    return " x ".join(str(size) for size in model["layer_shape"])
 
 
 def _setting_table(setting: dict) -> list[str]:

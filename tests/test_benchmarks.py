@@ -121,3 +121,49 @@ def test_demo_benchmark_quick(tmp_path):
     assert result["settings"]["stats.n_permutations"] == 100
     assert list(tmp_path.iterdir()) == []  # the demo's folder is removed
     assert demo.markdown(result).startswith("## The demo end to end (quick stand-in)")
+
+
+def test_fwe_agreement_holds_about_95_percent_for_equal_p_and_fails_for_different_p():
+    import numpy as np
+    from benchmarks.fwe_agreement import agreement_markdown, fwe_agreement, monte_carlo_se
+
+    rng = np.random.default_rng(0)
+    n_voxels, n_ours, n_theirs = 4000, 5000, 301
+    profile = np.linspace(0.6, 1.0, n_voxels)  # every voxel in the region; the last is the peak
+    ours = rng.binomial(n_ours, 0.2, n_voxels) / n_ours
+    theirs = rng.binomial(n_theirs, 0.2, n_voxels) / n_theirs
+    result = fwe_agreement(ours, n_ours, theirs, n_theirs, profile)
+    assert result["region_voxels"] == n_voxels
+    # Two independent binomial estimates of one p: ~95 % within 2 combined SE.
+    assert 0.92 < result["region_agree"] < 0.98
+    peak = result["rows"]["planted peak voxel"]
+    assert (peak["rsxai_p"], peak["nilearn_p"]) == (ours[-1], theirs[-1])
+    assert peak["rsxai_se"] == pytest.approx(np.sqrt(ours[-1] * (1 - ours[-1]) / n_ours))
+    assert peak["agree"] == (
+        abs(ours[-1] - theirs[-1]) <= 2 * np.hypot(peak["rsxai_se"], peak["nilearn_se"])
+    )
+    assert result["rows"]["region, smallest p"]["rsxai_p"] == ours.min()
+    assert monte_carlo_se(1.0, 10) == 0.0
+    # A real difference of p (0.2 vs 0.35) is seen at almost every voxel.
+    other = rng.binomial(n_theirs, 0.35, n_voxels) / n_theirs
+    differing = fwe_agreement(ours, n_ours, other, n_theirs, profile)
+    assert differing["region_agree"] < 0.1
+    assert not differing["rows"]["region, median p"]["agree"]
+    assert "| planted peak voxel |" in "\n".join(agreement_markdown(result))
+
+
+def test_attribution_benchmark_uses_the_brain_mask_bounding_box_at_4_mm():
+    import numpy as np
+    from benchmarks.attribution import cnn_input_shape, layer_spatial_shape
+
+    from rsxai.gradcam import default_target_layer
+    from rsxai.grid import mni_brain_mask
+    from rsxai.models import build_model
+
+    shape = cnn_input_shape(4.0)
+    voxels = np.argwhere(mni_brain_mask(4.0))
+    assert shape == tuple(int(n) for n in voxels.max(axis=0) - voxels.min(axis=0) + 1)
+    model = build_model("cnn3d", in_shape=shape).eval()
+    layer = default_target_layer(model, shape)
+    expected = model.activation_shapes(shape)[list(model.explanation_layers).index(layer)]
+    assert tuple(layer_spatial_shape(model, layer, shape)) == tuple(expected)
