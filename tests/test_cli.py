@@ -114,3 +114,27 @@ def test_simulate_help_and_docstring_name_the_default_effects(capsys):
     assert networks.count("sensorimotor") == 2 and networks.count("visual") == 1
     assert "two sensorimotor" in docstring and "one visual" in docstring
     assert "one sensorimotor and one visual" not in help_text + docstring
+
+
+def test_lokys_worker_replacement_warning_is_not_logged(caplog):
+    # loky replaces workers that grew by 300 MB and warns; no job is lost, so users
+    # must not read it as a failure. Other warnings still reach the log.
+    import logging
+    import warnings
+
+    from rsxai.cli import _configure_logging
+
+    with warnings.catch_warnings():
+        _configure_logging(verbose=0, quiet=True)
+        logging.getLogger("rsxai").propagate = True
+        with caplog.at_level(logging.WARNING, logger="rsxai"):
+            warnings.warn(
+                "A worker stopped while some jobs were given to the executor. This can be "
+                "caused by a too short worker timeout or by a memory leak.",
+                UserWarning,
+                stacklevel=1,
+            )
+            warnings.warn("component 3 matches no template well", UserWarning, stacklevel=1)
+    logging.getLogger("rsxai").propagate = False
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == ["component 3 matches no template well"]

@@ -47,6 +47,11 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     # Library warnings (labelling, convergence) reach the console and the log file
     # as one-line log records, not as raw Python warnings with source lines.
     warnings.showwarning = _log_warning
+    # loky replaces a worker whose memory grew by 300 MB (PyTorch's allocator in CV
+    # folds) and warns of a "memory leak"; no job is lost, so the line only alarms users.
+    warnings.filterwarnings(
+        "ignore", message="A worker stopped while some jobs were given", category=UserWarning
+    )
 
 
 def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
