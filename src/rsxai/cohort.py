@@ -5,7 +5,8 @@ A :class:`Cohort` is built from a BIDS dataset with fMRIPrep derivatives
 (:meth:`Cohort.from_manifest`); :meth:`Cohort.validate` then opens every
 file and raises one :class:`~rsxai.exceptions.InputError` listing every
 problem found, one line each, so that a study is fixed in one pass rather than
-one failure at a time. Its records, :class:`~rsxai.cohort_subjects.Subject`
+one failure at a time. The readers are in :mod:`rsxai.cohort_sources`, the
+checks in :mod:`rsxai.cohort_checks`. Its records, :class:`~rsxai.cohort_subjects.Subject`
 and :class:`~rsxai.cohort_subjects.Run`, are defined in
 :mod:`rsxai.cohort_subjects` (and importable from here too).
 
@@ -18,7 +19,6 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -27,13 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rsxai.cohort_checks import (
-    check_runs,
-    filter_length_problems,
-    grid_warnings,
-    subject_problems,
-    tr_problems,
-)
+from rsxai.cohort_checks import validated_subjects
 from rsxai.cohort_subjects import Run, Subject
 from rsxai.exceptions import InputError
 from rsxai.input_checks import TR_TOLERANCE
@@ -362,46 +356,20 @@ class Cohort:
         InputError
             Listing every problem found, one line each.
         """
-        problems = subject_problems(
+        subjects, warnings = validated_subjects(
             self._subjects,
             positive_label=self.positive_label,
             group_column=self.group_column,
             source=self.source,
-            min_per_group=min_per_group,
-        )
-        checked = check_runs(
-            self._subjects,
             min_volumes=min_volumes,
+            min_per_group=min_per_group,
             check_data=check_data,
             n_jobs=n_jobs,
             progress=progress,
             confounds_strategy=confounds_strategy,
+            high_pass=high_pass,
+            low_pass=low_pass,
         )
-        warnings, checked_runs = [], {}
-        for subject, run, _, check in checked:
-            problems.extend(check.problems)
-            warnings.extend(check.warnings)
-            checked_runs.setdefault(subject.label, []).append(
-                dataclasses.replace(run, tr=check.tr, n_volumes=check.n_volumes)
-            )
-        problems.extend(tr_problems([(name, c.tr) for *_, name, c in checked if c.tr is not None]))
-        problems.extend(
-            filter_length_problems(
-                checked,
-                high_pass=high_pass,
-                low_pass=low_pass,
-                confounds_strategy=confounds_strategy,
-            )
-        )
-        warnings.extend(
-            grid_warnings([(name, c.affine, c.shape) for *_, name, c in checked if c.shape])
-        )
-        if problems:
-            raise InputError(problems)
-        subjects = [
-            dataclasses.replace(subject, runs=tuple(checked_runs.get(subject.label, ())))
-            for subject in self._subjects
-        ]
         return type(self)(
             subjects,
             positive_label=self.positive_label,

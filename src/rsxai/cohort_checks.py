@@ -1,5 +1,7 @@
 """Checks across a cohort: labels, groups, what the runs must share (TR, grid), their length.
 
+:func:`validated_subjects` (the body of :meth:`rsxai.cohort.Cohort.validate`)
+gathers them all into one :class:`~rsxai.exceptions.InputError`;
 :func:`check_runs` runs :func:`rsxai.input_checks.check_run` on every run in
 parallel; :func:`filter_length_problems` finds the runs too short for the
 band-pass filter of preprocessing (after censoring); the other functions
@@ -8,6 +10,7 @@ compare subjects with each other.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -283,3 +286,80 @@ def grid_warnings(grids: Sequence[tuple[str, np.ndarray, tuple[int, int, int]]])
         + "; ".join(descriptions)
         + "). Every image will be resampled to the analysis grid."
     ]
+
+
+def validated_subjects(
+    subjects: Sequence[Subject],
+    *,
+    positive_label: str,
+    group_column: str,
+    source: str,
+    min_volumes: int,
+    min_per_group: int,
+    check_data: bool,
+    n_jobs: int = 1,
+    progress: bool = False,
+    confounds_strategy: dict | None = None,
+    high_pass: float | None = None,
+    low_pass: float | None = None,
+) -> tuple[list[Subject], list[str]]:
+    """Run every check on the subjects; return them with each run's TR and length filled in.
+
+    The parameters are those of :meth:`rsxai.cohort.Cohort.validate` and of the
+    cohort (``positive_label``, ``group_column``, ``source``).
+
+    Returns
+    -------
+    subjects : list of Subject
+        The subjects, in the given order, whose runs have ``tr`` and
+        ``n_volumes`` set.
+    warnings : list of str
+        What validation found that is not an error (different grids, a
+        sidecar TR that disagrees with the header).
+
+    Raises
+    ------
+    InputError
+        Listing every problem found, one line each.
+    """
+    problems = subject_problems(
+        subjects,
+        positive_label=positive_label,
+        group_column=group_column,
+        source=source,
+        min_per_group=min_per_group,
+    )
+    checked = check_runs(
+        subjects,
+        min_volumes=min_volumes,
+        check_data=check_data,
+        n_jobs=n_jobs,
+        progress=progress,
+        confounds_strategy=confounds_strategy,
+    )
+    warnings, checked_runs = [], {}
+    for subject, run, _, check in checked:
+        problems.extend(check.problems)
+        warnings.extend(check.warnings)
+        checked_runs.setdefault(subject.label, []).append(
+            dataclasses.replace(run, tr=check.tr, n_volumes=check.n_volumes)
+        )
+    problems.extend(tr_problems([(name, c.tr) for *_, name, c in checked if c.tr is not None]))
+    problems.extend(
+        filter_length_problems(
+            checked,
+            high_pass=high_pass,
+            low_pass=low_pass,
+            confounds_strategy=confounds_strategy,
+        )
+    )
+    warnings.extend(
+        grid_warnings([(name, c.affine, c.shape) for *_, name, c in checked if c.shape])
+    )
+    if problems:
+        raise InputError(problems)
+    validated = [
+        dataclasses.replace(subject, runs=tuple(checked_runs.get(subject.label, ())))
+        for subject in subjects
+    ]
+    return validated, warnings
