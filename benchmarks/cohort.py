@@ -10,6 +10,8 @@ is the same at 5 + 5 subjects, 100 volumes and 6 mm (simulated and analysed).
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +87,10 @@ def prepare_cohort(
     root = Path(data_dir) / kind
     bids_dir, out_dir = root / "data", root / "out"
     n_subjects = size["n_patients"] + size["n_controls"]
+    if root.exists() and not _planted_as_today(bids_dir):
+        # A cohort kept from an older simulator would carry its planted effects into
+        # figures that claim today's defaults (classification accuracies): start afresh.
+        shutil.rmtree(root)
     if not (bids_dir / "ground_truth" / "parameters.json").exists():
         code = main(
             [
@@ -137,6 +143,20 @@ def prepare_cohort(
         bold=bold,
         size=dict(size),
     )
+
+
+def _planted_as_today(bids_dir: Path) -> bool:
+    """Whether the kept cohort was simulated with the simulator's current default effects."""
+    from dataclasses import asdict
+
+    from rsxai.simulated_networks import DEFAULT_EFFECTS
+
+    parameters = bids_dir / "ground_truth" / "parameters.json"
+    if not parameters.exists():
+        return True  # nothing simulated yet, or an interrupted simulation to complete
+    planted = json.loads(parameters.read_text()).get("effects")
+    today = [asdict(effect) | {"center_mm": list(effect.center_mm)} for effect in DEFAULT_EFFECTS]
+    return planted == today
 
 
 def _preprocessed(out_dir: Path) -> list[Path]:
