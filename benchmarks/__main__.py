@@ -11,10 +11,8 @@ while it lasts.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from benchmarks import (
     scale,
     signal_cleaning,
 )
-from benchmarks.measurement import REPO_ROOT, machine_description
+from benchmarks.measurement import REPO_ROOT, benchmark_parser, machine_description
 
 
 def _machine_section(before: dict, after_load: list[float], seconds: float) -> str:
@@ -61,14 +59,11 @@ def _machine_section(before: dict, after_load: list[float], seconds: float) -> s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="small smoke run (a few minutes)")
-    parser.add_argument(
-        "--data-dir",
-        default=str(Path(tempfile.gettempdir()) / "rsxai-benchmarks"),
-        help="where the simulated cohorts are kept between runs (default: %(default)s)",
+    parser = benchmark_parser(
+        __doc__,
+        quick_help="small smoke run (a few minutes)",
+        data_dir_help="where the simulated cohorts are kept between runs",
+        prog="python -m benchmarks",
     )
     parser.add_argument(
         "--output",

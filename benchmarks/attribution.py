@@ -29,11 +29,10 @@ Run alone: ``python -m benchmarks.attribution [--quick] [--threads N ...]``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
-from benchmarks.measurement import current_rss_mb, run_in_child
+from benchmarks.measurement import benchmark_parser, current_rss_mb, run_in_child
 
 VOXEL_SIZE = 4.0
 FULL = {"n_inputs": 60}
@@ -254,8 +253,7 @@ def _setting_table(setting: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 volumes (smoke run)")
+    parser = benchmark_parser(__doc__, quick_help="4 volumes (smoke run)")
     parser.add_argument(
         "--threads",
         type=int,

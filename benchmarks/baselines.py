@@ -23,12 +23,11 @@ Run alone: ``python -m benchmarks.baselines [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import warnings
 
 import numpy as np
 
-from benchmarks.measurement import timed
+from benchmarks.measurement import benchmark_parser, timed
 
 FULL = {"n_voxels": 29_000, "n_permutations": 1000, "n_jobs": 2}
 QUICK = {"n_voxels": 2_000, "n_permutations": 99, "n_jobs": 2}
@@ -164,8 +163,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 voxels, 99 permutations")
+    parser = benchmark_parser(__doc__, quick_help="2,000 voxels, 99 permutations")
     args = parser.parse_args(argv)
     print(markdown(run(quick=args.quick)))
 

@@ -34,12 +34,11 @@ Run alone: ``python -m benchmarks.cnn_training [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
-from benchmarks.measurement import run_in_child, timed
+from benchmarks.measurement import benchmark_parser, run_in_child, timed
 
 EFFECT = 2.0
 N_SUBJECTS = 60
@@ -228,8 +227,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (no CV, 1 repeat)")
+    parser = benchmark_parser(__doc__, quick_help="smoke run (no CV, 1 repeat)")
     parser.add_argument(
         "--threads",
         type=int,

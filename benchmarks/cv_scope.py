@@ -41,16 +41,14 @@ Run alone: ``python -m benchmarks.cv_scope [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from benchmarks.cohort import prepare_cohort
 from benchmarks.demo import _write_config
-from benchmarks.measurement import sample_command, window_peaks
+from benchmarks.measurement import benchmark_parser, sample_command, window_peaks
 from benchmarks.scale import rsxai_command, stage_windows, table_cell
 
 #: Issue 5: classify-stage time in fold scope over that in cohort scope.
@@ -280,12 +278,10 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small cohort (smoke run)")
-    parser.add_argument(
-        "--data-dir",
-        default=str(Path(tempfile.gettempdir()) / "rsxai-benchmarks"),
-        help="where the simulated cohorts are kept between runs (default: %(default)s)",
+    parser = benchmark_parser(
+        __doc__,
+        quick_help="small cohort (smoke run)",
+        data_dir_help="where the simulated cohorts are kept between runs",
     )
     parser.add_argument("--n-jobs", type=int, default=2, help="--n-jobs of rsxai run")
     parser.add_argument("--json", default=None, help="also write the full result here")

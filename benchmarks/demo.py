@@ -27,12 +27,11 @@ Run alone: ``python -m benchmarks.demo [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from pathlib import Path
 
-from benchmarks.measurement import sample_command, window_peaks
+from benchmarks.measurement import benchmark_parser, sample_command, window_peaks
 from benchmarks.scale import phase_table, rsxai_command, stage_windows, table_cell
 
 QUICK_SIMULATION = ["--n-patients", "6", "--n-controls", "6", "--n-volumes", "60"]
@@ -237,12 +236,10 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small stand-in (smoke run)")
-    parser.add_argument(
-        "--data-dir",
-        default=str(Path(tempfile.gettempdir()) / "rsxai-benchmarks"),
-        help="where the demo's temporary folder is made",
+    parser = benchmark_parser(
+        __doc__,
+        quick_help="small stand-in (smoke run)",
+        data_dir_help="where the demo's temporary folder is made",
     )
     parser.add_argument("--n-jobs", type=int, default=2, help="--n-jobs of the demo")
     parser.add_argument("--json", default=None, help="also write the full result here")

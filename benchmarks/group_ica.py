@@ -24,14 +24,13 @@ Run alone: ``python -m benchmarks.group_ica [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.cohort import BenchmarkCohort, prepare_cohort
-from benchmarks.measurement import current_rss_mb, run_in_child, timed
+from benchmarks.measurement import benchmark_parser, current_rss_mb, run_in_child, timed
 
 N_COMPONENTS = 20
 
@@ -272,12 +271,10 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small cohort (smoke run)")
-    parser.add_argument(
-        "--data-dir",
-        default=str(Path(tempfile.gettempdir()) / "rsxai-benchmarks"),
-        help="where the simulated cohort is kept between runs",
+    parser = benchmark_parser(
+        __doc__,
+        quick_help="small cohort (smoke run)",
+        data_dir_help="where the simulated cohort is kept between runs",
     )
     parser.add_argument("--n-jobs", type=int, default=1, help="n_jobs for both (default: 1)")
     parser.add_argument(

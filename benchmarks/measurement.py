@@ -10,10 +10,14 @@ the libraries' fixed cost.
 A command that starts worker processes (``rsxai run --n-jobs 2``: joblib's
 loky workers) is measured by :func:`sample_command` instead: the memory of
 the whole process tree, sampled every few tenths of a second.
+
+:func:`benchmark_parser` is the command line the benchmarks share
+(``--quick``, ``--data-dir``).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -30,6 +34,44 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("rsxai", "numpy", "scipy", "scikit-learn", "nilearn", "nibabel", "joblib")
+
+
+def benchmark_parser(
+    docstring: str,
+    *,
+    quick_help: str,
+    data_dir_help: str | None = None,
+    prog: str | None = None,
+) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--quick`` and, if it keeps data, ``--data-dir``.
+
+    Parameters
+    ----------
+    docstring : str
+        The benchmark module's docstring; its first line describes it in ``--help``.
+    quick_help : str
+        ``--help`` text of ``--quick``: what the smoke run makes smaller.
+    data_dir_help : str or None, default=None
+        ``--help`` text of ``--data-dir`` (its default is appended); None: the
+        benchmark keeps no data and takes no ``--data-dir``. Its default is
+        ``rsxai-benchmarks`` in the system's temporary folder.
+    prog : str or None, default=None
+        Program name in the usage line; None: argparse's (the script's name).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Add the benchmark's own options to it, then ``parse_args``.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=docstring.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    if data_dir_help is not None:
+        parser.add_argument(
+            "--data-dir",
+            default=str(Path(tempfile.gettempdir()) / "rsxai-benchmarks"),
+            help=f"{data_dir_help} (default: %(default)s)",
+        )
+    return parser
 
 
 def current_rss_mb() -> float:

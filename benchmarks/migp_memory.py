@@ -1,9 +1,10 @@
 """Peak memory of group ICA (MIGP) as the number of subjects grows.
 
-MIGP keeps a working matrix of at most ``m`` rows of ``V`` voxels and one
-subject at a time, so the peak memory of :class:`rsxai.ica.GroupICA` should
-not grow with the cohort. Simulating and preprocessing 600 subjects would
-take long and tens of GB of disk, so this benchmark feeds GroupICA
+MIGP keeps a working matrix of ``m`` rows of ``V`` voxels, at most ``m + T``
+more rows stacked under it, and one subject at a time, so the peak memory of
+:class:`rsxai.ica.GroupICA` should not grow with the cohort. Simulating and
+preprocessing 600 subjects would take long and tens of GB of disk, so this
+benchmark feeds GroupICA
 *synthetic* subjects of the benchmark cohort's shape (150 volumes x 26,582
 voxels, float32), each made on the fly by its loader when MIGP asks for it:
 20 sparse spatial sources (the same for everyone) mixed by the subject's own
@@ -16,12 +17,11 @@ Run alone: ``python -m benchmarks.migp_memory [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import warnings
 
 import numpy as np
 
-from benchmarks.measurement import current_rss_mb, run_in_child, timed
+from benchmarks.measurement import benchmark_parser, current_rss_mb, run_in_child, timed
 
 FULL = {"sizes": (60, 200, 600), "n_volumes": 150, "n_voxels": 26_582}
 QUICK = {"sizes": (6, 20, 60), "n_volumes": 60, "n_voxels": 5_000}
@@ -104,8 +104,8 @@ def markdown(result: dict) -> str:
         "subject's loader when MIGP reads it (seeded), so that 600 subjects need neither "
         "simulation time nor disk. `GroupICA(20)` defaults, n_jobs = 1, BLAS threads: "
         f"{result['blas_threads'] or 'default'}, one fresh process per size; "
-        f"MIGP dimension m = {rows[0]['migp_dim']} (2T - 1): m rows held, at most "
-        f"{max(r['migp_peak_rows'] for r in rows)} decomposed at once.",
+        f"MIGP dimension m = {rows[0]['migp_dim']} (2T - 1): m rows kept, at most "
+        f"{max(r['migp_peak_rows'] for r in rows)} stacked and decomposed at once.",
         "",
         "| subjects | time (s) | peak memory (MiB) | above imports (MiB) |",
         "| ---: | ---: | ---: | ---: |",
@@ -126,8 +126,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="6, 20, 60 small subjects")
+    parser = benchmark_parser(__doc__, quick_help="6, 20, 60 small subjects")
     parser.add_argument(
         "--blas-threads", type=int, default=1, help="BLAS threads (0: library default)"
     )

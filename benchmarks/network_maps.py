@@ -31,8 +31,6 @@ Run alone: ``python -m benchmarks.network_maps [--quick]``.
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -40,7 +38,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from benchmarks.cohort import BenchmarkCohort, prepare_cohort
-from benchmarks.measurement import timed
+from benchmarks.measurement import benchmark_parser, timed
 
 #: Subjects resampled to 2 mm for the off-grid measurement (full, quick).
 N_OFF_GRID = {"full": 8, "quick": 2}
@@ -246,12 +244,10 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small cohort (smoke run)")
-    parser.add_argument(
-        "--data-dir",
-        default=str(Path(tempfile.gettempdir()) / "rsxai-benchmarks"),
-        help="where the simulated cohort is kept between runs",
+    parser = benchmark_parser(
+        __doc__,
+        quick_help="small cohort (smoke run)",
+        data_dir_help="where the simulated cohort is kept between runs",
     )
     args = parser.parse_args(argv)
     print(markdown(run(args.data_dir, quick=args.quick)))

@@ -48,7 +48,6 @@ Run alone: ``python -m benchmarks.permutation_stats [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import warnings
@@ -57,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.fwe_agreement import agreement_markdown, fwe_agreement
-from benchmarks.measurement import current_rss_mb, run_in_child, timed
+from benchmarks.measurement import benchmark_parser, current_rss_mb, run_in_child, timed
 
 N_PER_GROUP = 30
 NOISE_FWHM_MM = 8.0
@@ -376,8 +375,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="8 mm mask, few permutations")
+    parser = benchmark_parser(__doc__, quick_help="8 mm mask, few permutations")
     args = parser.parse_args(argv)
     print(markdown(run(quick=args.quick)))
 

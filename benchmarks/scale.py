@@ -37,16 +37,14 @@ Run alone: ``python -m benchmarks.scale [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
 import sys
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks.measurement import sample_command, window_peaks
+from benchmarks.measurement import benchmark_parser, sample_command, window_peaks
 from benchmarks.scale_cohort import SIZES, first_of_each_group, prepare_scale_cohort
 
 #: Issue 8: peak memory of the 600-subject run, 4 GB (10^9 bytes) in MiB.
@@ -306,12 +304,10 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="6 + 6 small subjects (smoke run)")
-    parser.add_argument(
-        "--data-dir",
-        default=str(Path(tempfile.gettempdir()) / "rsxai-benchmarks"),
-        help="where the simulated cohort is kept between runs",
+    parser = benchmark_parser(
+        __doc__,
+        quick_help="6 + 6 small subjects (smoke run)",
+        data_dir_help="where the simulated cohort is kept between runs",
     )
     parser.add_argument("--n-jobs", type=int, default=2, help="--n-jobs of the runs")
     parser.add_argument(

@@ -17,13 +17,12 @@ Run alone: ``python -m benchmarks.signal_cleaning [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import warnings
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from benchmarks.measurement import timed
+from benchmarks.measurement import benchmark_parser, timed
 
 TR = 2.0
 N_CONFOUNDS = 24
@@ -135,8 +134,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3,000 voxels, one call each")
+    parser = benchmark_parser(__doc__, quick_help="3,000 voxels, one call each")
     args = parser.parse_args(argv)
     print(markdown(run(quick=args.quick)))
 

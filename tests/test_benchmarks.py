@@ -167,3 +167,47 @@ def test_attribution_benchmark_uses_the_brain_mask_bounding_box_at_4_mm():
     layer = default_target_layer(model, shape)
     expected = model.activation_shapes(shape)[list(model.explanation_layers).index(layer)]
     assert tuple(layer_spatial_shape(model, layer, shape)) == tuple(expected)
+
+
+def test_benchmark_parser_defaults_data_dir_to_the_temporary_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    from benchmarks.measurement import benchmark_parser
+
+    # The default is read when the parser is made, so it follows TMPDIR.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    parser = benchmark_parser(
+        "First line.\n\nMore.", quick_help="small", data_dir_help="where data is kept"
+    )
+    assert parser.description == "First line."
+    args = parser.parse_args([])
+    assert args.quick is False
+    assert args.data_dir == str(tmp_path / "rsxai-benchmarks")
+    args = parser.parse_args(["--quick", "--data-dir", "elsewhere"])
+    assert (args.quick, args.data_dir) == (True, "elsewhere")
+    # --help shows the default (argparse wraps long lines, so compare without whitespace).
+    expected = "(default: " + str(tmp_path / "rsxai-benchmarks") + ")"
+    assert expected.replace(" ", "") in "".join(parser.format_help().split())
+
+
+def test_benchmark_parser_without_data_dir_refuses_the_option(capsys):
+    from benchmarks.measurement import benchmark_parser
+
+    parser = benchmark_parser("A benchmark.", quick_help="small")
+    assert not hasattr(parser.parse_args(["--quick"]), "data_dir")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--data-dir", "x"])
+    assert "unrecognized arguments: --data-dir" in capsys.readouterr().err
+
+
+def test_benchmark_main_hands_the_shared_options_to_run(monkeypatch, capsys):
+    from benchmarks import network_maps
+
+    calls = []
+    monkeypatch.setattr(
+        network_maps, "run", lambda data_dir, quick: calls.append((data_dir, quick)) or {}
+    )
+    monkeypatch.setattr(network_maps, "markdown", lambda result: "## section")
+    network_maps.main(["--quick", "--data-dir", "cohorts"])
+    assert calls == [("cohorts", True)]
+    assert capsys.readouterr().out == "## section\n"

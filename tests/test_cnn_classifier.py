@@ -25,13 +25,7 @@ SHAPE = (16, 20, 16)
 FAST = {"n_blocks": 2, "max_epochs": 30, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One thread: on a small shared machine torch's threads contend with other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ellipsoid_mask(shape=SHAPE, margin=(1, 0, 1)):

@@ -20,13 +20,7 @@ from rsxai.torch_runtime import reproducible
 MASK = ellipsoid_mask()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One thread: on a small shared machine torch's threads contend with other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_weights_round_trip_through_safetensors(tmp_path):

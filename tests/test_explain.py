@@ -39,13 +39,7 @@ from rsxai.grid import Grid
 FEW_SAMPLES = AttributionSettings(smoothgrad_samples=4, ig_steps=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One thread: on a small shared machine torch's threads contend with other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

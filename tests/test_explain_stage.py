@@ -16,7 +16,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy import stats
 
 from explain_fixture import LEFT_MM, ellipsoid_mask, mni_like_affine, planted_cohort
@@ -55,12 +54,7 @@ OPTIONS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fabricate(root, *, with_truth: bool = True):

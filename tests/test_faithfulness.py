@@ -30,14 +30,7 @@ class RegionModel(torch.nn.Module):
         return torch.stack([torch.zeros_like(logit), logit], dim=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tensors this small gain nothing from threads, and on a shared 2-core
-    # machine thread contention makes them many times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

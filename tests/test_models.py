@@ -18,13 +18,7 @@ BOX_4MM = (36, 45, 39)
 BOX_2MM = (73, 90, 78)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One thread: on a small shared machine torch's threads contend with other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def recorded_shapes(model: nn.Module, in_shape) -> dict[str, tuple[int, ...]]:

@@ -44,14 +44,7 @@ def tiny_cnn() -> torch.nn.Module:
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tensors this small gain nothing from threads, and on a shared 2-core
-    # machine thread contention makes them 20 times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
