@@ -310,6 +310,71 @@ def test_permutation_batches_compute_on_aligned_arrays(offset, monkeypatch):
     assert not any(a.flags.aligned for a in _arrays_of(received[0]))
 
 
+@pytest.mark.parametrize("cv_scope", ["fold", "cohort"])
+def test_cross_validation_folds_compute_on_aligned_arrays(cv_scope, monkeypatch):
+    from sklearn.linear_model import LogisticRegression
+
+    from rsxai import classify
+    from rsxai.cv_splits import make_splits
+
+    computed_on: list[np.ndarray] = []
+
+    class CentredMeans:
+        """A feature step (fold scope): each subject's time average minus the training mean."""
+
+        def fit(self, subjects):
+            computed_on.extend(subjects)
+            self.mean_ = np.mean([s.mean(axis=0) for s in subjects], axis=0)
+            self.network_components_ = {"net": 0}
+            return self
+
+        def transform(self, subjects):
+            computed_on.extend(subjects)
+            return np.stack([s.mean(axis=0) - self.mean_ for s in subjects])[:, None]
+
+    rng = np.random.default_rng(4)
+    y = np.repeat([0, 1], 6)
+    subjects = [rng.standard_normal((5, 10)) + label for label in y]
+    split = make_splits(y, n_splits=3, random_state=1)[0]
+    shared = None
+    if cv_scope == "cohort":
+        shared = classify.fit_features(CentredMeans(), subjects)
+    received = _as_dask_hands_over((split, subjects, shared, y), 1)
+    # What arrives is really misaligned: the split's indices, the subjects in their
+    # list, the shared features and the labels...
+    arrived = [received[0].train, received[0].test, *received[1], received[3]]
+    arrived += [received[2].maps] if shared is not None else []
+    assert not any(a.flags.aligned for a in arrived)
+
+    # ...and the fold's body computes on aligned copies only.
+    fit_models = classify._fit_models
+
+    def recording_fit_models(split, features, y, *args):
+        computed_on.extend([split.train, split.test, features.maps, y])
+        return fit_models(split, features, y, *args)
+
+    monkeypatch.setattr(classify, "_fit_models", recording_fit_models)
+    models = {"logistic": LogisticRegression()}
+    labels = [f"s{i}" for i in range(y.size)]
+    rest = (models, labels, 0, (), True)
+    # As cross_validate calls it: in cohort scope the folds get only the shared features.
+    step = CentredMeans() if shared is None else None
+    expected = classify._run_fold(split, step, subjects if step else None, shared, y, *rest)
+    computed_on.clear()
+    got = classify._run_fold(
+        received[0], step, received[1] if step else None, received[2], received[3], *rest
+    )
+    fitted_here = split.train.size + y.size if step else 0  # fit, then transform everyone
+    assert len(computed_on) == 4 + fitted_here
+    assert all(a.flags.aligned for a in computed_on)
+    assert got.rows == expected.rows and len(got.rows) == split.test.size
+    assert got.heldout["net"].tobytes() == expected.heldout["net"].tobytes()
+    if step:
+        assert got.maps.tobytes() == expected.maps.tobytes()
+    # The objects the caller holds are left as they were.
+    assert not any(a.flags.aligned for a in arrived)
+
+
 def test_with_aligned_arrays_copies_only_what_is_misaligned():
     from rsxai.execution import with_aligned_arrays
     from rsxai.max_statistic import BatchSettings

@@ -7,6 +7,7 @@ trained once for this module); each test works on its own copy.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import tomli_w
@@ -33,13 +34,8 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def fabricated(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield _fabricate(tmp_path_factory.mktemp("explain_cli"), with_truth=False)["out"]
-    finally:
-        torch.set_num_threads(threads)
+def fabricated(one_torch_thread, tmp_path_factory):
+    return _fabricate(tmp_path_factory.mktemp("explain_cli"), with_truth=False)["out"]
 
 
 @pytest.fixture
@@ -125,3 +121,48 @@ def test_device_flag_is_the_registry_option(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--device DEVICE Torch device for the CNN and its explanations" in text
     assert "config: [run] device" in text
+
+
+def test_the_python_function_writes_rsxai_toml_as_the_command_does(folder, tmp_path, monkeypatch):
+    """`explain_output_folder(config=...)` leaves the folder as `rsxai explain` does."""
+    from rsxai import outputs
+    from rsxai.exceptions import InputError
+    from rsxai.explain_stage import explain_output_folder
+
+    twin = tmp_path / "twin"
+    shutil.copytree(folder, twin)
+    toml = output_path(folder, "config")
+    given = load_config_file(toml)
+    flags = {
+        "run.device": "cpu",
+        "explain.methods": ["integrated_gradients"],
+        "explain.targets": ["patient"],
+        "explain.ig_steps": 5,
+        "explain.sanity_checks": False,
+        "explain.n_faithfulness_subjects": 0,
+    }
+    # A failed run leaves rsxai.toml as it was.
+    before = toml.read_bytes()
+    bad_layer = resolve_config(given, flags | {"explain.target_layer": "blocks.9.act"})
+    with pytest.raises(InputError, match=r"blocks\.9\.act"):
+        explain_output_folder(folder, config=bad_layer)
+    assert toml.read_bytes() == before
+    # A successful one records the options given...
+    explain_output_folder(folder, config=resolve_config(given, flags))
+    written = load_config_file(toml)
+    assert written["explain"]["ig_steps"] == 5 and written["explain"]["sanity_checks"] is False
+    assert written["explain"]["methods"] == ["integrated_gradients"]
+    assert written["classify"] == given["classify"]  # the run's options are kept
+    # ...exactly as the command does, which writes rsxai.toml once, not twice.
+    toml_writes = []
+    atomic_path = outputs.atomic_path
+
+    def counting_atomic_path(path):
+        if Path(path).name == toml.name:
+            toml_writes.append(path)
+        return atomic_path(path)
+
+    monkeypatch.setattr(outputs, "atomic_path", counting_atomic_path)
+    assert main(["explain", str(twin), *FAST]) == 0
+    assert len(toml_writes) == 1
+    assert output_path(twin, "config").read_bytes() == toml.read_bytes()

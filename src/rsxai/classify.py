@@ -31,6 +31,7 @@ from sklearn.base import clone
 
 from rsxai.cv_splits import Split, make_splits
 from rsxai.exceptions import InputError
+from rsxai.execution import with_aligned_arrays
 
 logger = logging.getLogger("rsxai")
 
@@ -182,7 +183,41 @@ def _run_fold(
     Everything a fold computes depends on the split and ``random_state``
     only, never on the process it runs in, so folds may run anywhere.
     """
+    # This is the task joblib or Dask runs: Dask may hand over the arrays nested in
+    # the split, the subjects, the shared features and y misaligned, and NumPy then
+    # sums in another order (rsxai.execution.with_aligned_arrays). Realigned here, as a
+    # local run has them (no copy then). The feature step and the models need nothing:
+    # they are deep-copied before use (fit_features, clone), which allocates every
+    # array afresh, aligned.
+    split, shared, y = (with_aligned_arrays(x) for x in (split, shared, y))
+    if subjects is not None:
+        subjects = [with_aligned_arrays(subject) for subject in subjects]
     features = shared if shared is not None else fit_features(network_maps, subjects, split)
+    rows, training, fitted_models, fits, heldout = _fit_models(
+        split, features, y, models, labels, random_state, keep_models
+    )
+    # The fold's features go back only when kept: they are large, and in
+    # cohort scope the caller holds them already.
+    maps = features.maps if keep_maps and shared is None else None
+    return _FoldOutcome(
+        features.networks, features.seconds, maps, rows, training, fitted_models, fits, heldout
+    )
+
+
+def _fit_models(
+    split: Split,
+    features: FoldFeatures,
+    y: np.ndarray,
+    models: Mapping[str, Any],
+    labels: Sequence[str],
+    random_state: int,
+    keep_models: Sequence[str],
+) -> tuple[list[dict], list[dict], dict, list[tuple[str, str, float]], dict[str, np.ndarray]]:
+    """Every model on every network of one fold: the fields of :class:`_FoldOutcome`.
+
+    Returns the prediction rows, training-curve rows, kept fitted models, fit
+    times and (first repeat) the held-out subjects' maps per network.
+    """
     rows, training, fits = [], [], []
     fitted_models: dict[tuple[str, str, int, int], Any] = {}
     heldout = {}
@@ -215,12 +250,7 @@ def _run_fold(
             if name in keep_models:
                 fitted_models[(network, name, split.repeat, split.fold)] = model
             fits.append((network, name, time.perf_counter() - start))
-    # The fold's features go back only when kept: they are large, and in
-    # cohort scope the caller holds them already.
-    maps = features.maps if keep_maps and shared is None else None
-    return _FoldOutcome(
-        features.networks, features.seconds, maps, rows, training, fitted_models, fits, heldout
-    )
+    return rows, training, fitted_models, fits, heldout
 
 
 def cross_validate(

@@ -9,7 +9,6 @@ file in the temporary folder) and also printed with ``-v``.
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from collections.abc import Sequence
 
 from rsxai._version import __version__
 from rsxai.cli_parser import build_parser
-from rsxai.config import OPTIONS, load_config_file, resolve_config
+from rsxai.config import load_config_file, resolve_config
 from rsxai.exceptions import InputError
 
 logger = logging.getLogger("rsxai")
@@ -157,45 +156,10 @@ def _explain_command(args: argparse.Namespace) -> int:
     toml = output_path(args.output_dir, "config")
     file_values = load_config_file(toml) if toml.exists() else None
     config = resolve_config(file_values, _overrides(args))
+    # It also writes these options back to rsxai.toml, once the explanations are written.
     written = explain_output_folder(args.output_dir, config=config, ground_truth=args.ground_truth)
-    # Only now, the explanations written, so that rsxai.toml describes the outputs in the folder.
-    _write_explain_config(toml, config, file_values)
     print(f"Explanations: {len(written)} files in {(args.output_dir / 'explanations').resolve()}")
     return 0
-
-
-#: The options `rsxai explain` takes as flags; those it writes back to rsxai.toml.
-EXPLAIN_KEYS = (
-    *(option.key for option in OPTIONS if option.section == "explain"),
-    "run.device",
-)
-
-
-def _write_explain_config(path, config, file_values: dict | None) -> None:
-    """Write ``rsxai.toml`` (atomically) with the options `rsxai explain` used.
-
-    The folder's own options (of ``rsxai run``, or only those of ``rsxai classify``) are
-    kept as they were, with its header comment; the explain options and the device are updated.
-    Without a file, the whole resolved configuration is written, as ``rsxai run`` does.
-    """
-    import tomli_w
-
-    from rsxai.outputs import write_text
-
-    if file_values is None:
-        write_text(path, config.to_toml())
-        return
-    values = {section: dict(table) for section, table in file_values.items()}
-    for key in EXPLAIN_KEYS:
-        section, name = key.split(".")
-        value = getattr(config, section)[name]
-        if value is None:  # TOML has no null: "not set" is a left-out key
-            values.get(section, {}).pop(name, None)
-        else:
-            values.setdefault(section, {})[name] = value
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    header = "".join(itertools.takewhile(lambda line: line.startswith("#"), lines))
-    write_text(path, header + tomli_w.dumps(values))
 
 
 def _demo_command(args: argparse.Namespace) -> int:

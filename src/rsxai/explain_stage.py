@@ -14,6 +14,7 @@ the localisation of the planted effect. All of it is summarised in
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -21,8 +22,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import tomli_w
 
 from rsxai.classifier_options import cnn_estimator
+from rsxai.config import OPTIONS, load_config_file, resolve_config
 from rsxai.exceptions import InputError
 from rsxai.explain import (
     METHOD_LABELS,
@@ -42,7 +45,7 @@ from rsxai.explain_inputs import (
 )
 from rsxai.explanation_metrics import GROUP_MAP_NAMES
 from rsxai.grid import Grid
-from rsxai.outputs import Summary, output_path, write_nifti, write_tsv
+from rsxai.outputs import Summary, output_path, write_nifti, write_text, write_tsv
 
 if TYPE_CHECKING:
     from rsxai.config import Config
@@ -61,12 +64,13 @@ NORMALISATION = (
 
 
 def run_explain(context: RunContext) -> list[Path]:
-    """The explain stage of :func:`rsxai.pipeline.run`."""
-    return explain_output_folder(
-        context.out_dir,
-        config=context.config,
-        summary=context.summary,
-        input_paths=[context.cohort.source] if context.cohort.source else (),
+    """The explain stage of :func:`rsxai.pipeline.run` (which wrote rsxai.toml itself)."""
+    return _explain_folder(
+        Path(context.out_dir),
+        context.config,
+        context.summary,
+        None,
+        [context.cohort.source] if context.cohort.source else (),
     )
 
 
@@ -97,14 +101,33 @@ def explain_output_folder(
     Returns
     -------
     list of Path
-        Every file written.
+        Every file written. Then, as ``rsxai explain`` does, the folder's
+        ``rsxai.toml`` is updated (atomically) with the explain options and
+        ``run.device`` of ``config``, so that it describes the explanations in
+        the folder; on an error nothing is written to it.
     """
+    out_dir = Path(out_dir)
+    toml = output_path(out_dir, "config")
+    # Read first: a malformed file is refused before the attributions, not after.
+    file_values = load_config_file(toml) if toml.exists() else None
+    config = config if config is not None else resolve_config(file_values)
+    summary = summary if summary is not None else Summary(out_dir)
+    written = _explain_folder(out_dir, config, summary, ground_truth, input_paths)
+    _write_explain_config(toml, config, file_values)
+    return written
+
+
+def _explain_folder(
+    out_dir: Path,
+    config: Config,
+    summary: Summary,
+    ground_truth: str | Path | None,
+    input_paths,
+) -> list[Path]:
+    """:func:`explain_output_folder` without touching ``rsxai.toml``."""
     from rsxai.atlas import atlas_data_dir
 
     started = time.perf_counter()
-    out_dir = Path(out_dir)
-    config = config if config is not None else _folder_config(out_dir)
-    summary = summary if summary is not None else Summary(out_dir)
     options = config.explain
     if not 0 < options.top_fraction <= 1:
         raise InputError(
@@ -393,8 +416,31 @@ def explain_network(
     return entry, written
 
 
-def _folder_config(out_dir: Path) -> Config:
-    from rsxai.config import load_config_file, resolve_config
+#: The options ``rsxai explain`` takes as flags; those written back to rsxai.toml.
+EXPLAIN_KEYS = (
+    *(option.key for option in OPTIONS if option.section == "explain"),
+    "run.device",
+)
 
-    path = output_path(out_dir, "config")
-    return resolve_config(load_config_file(path) if path.exists() else None)
+
+def _write_explain_config(path: Path, config: Config, file_values: dict | None) -> None:
+    """Write ``rsxai.toml`` (atomically) with the explain options of ``config``.
+
+    The folder's own options (of ``rsxai run``, or only those of ``rsxai classify``) are
+    kept as they were, with its header comment; the explain options and the device are updated.
+    Without a file, the whole resolved configuration is written, as ``rsxai run`` does.
+    """
+    if file_values is None:
+        write_text(path, config.to_toml())
+        return
+    values = {section: dict(table) for section, table in file_values.items()}
+    for key in EXPLAIN_KEYS:
+        section, name = key.split(".")
+        value = getattr(config, section)[name]
+        if value is None:  # TOML has no null: "not set" is a left-out key
+            values.get(section, {}).pop(name, None)
+        else:
+            values.setdefault(section, {})[name] = value
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = "".join(itertools.takewhile(lambda line: line.startswith("#"), lines))
+    write_text(path, header + tomli_w.dumps(values))
