@@ -127,6 +127,40 @@ def test_matches_nilearn_except_one_documented_term(two_sided):
     assert gap == pytest.approx(top**2, rel=1e-9) or gap < 1e-9 * top**2
 
 
+@pytest.mark.parametrize("two_sided", [False, True])
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+def test_default_step_matches_nilearn_map_by_map(connectivity, two_sided):
+    # nilearn's calculate_tfce gives every map of a batch its own 100 steps up
+    # to its own maximum (what permuted_ols does to each permuted map);
+    # tfce_transform's default step does the same, so on maps of different
+    # maxima the two agree except nilearn's ">=" term at each map's peak.
+    # (permutation_glm instead fixes the step from the observed map, as
+    # randomise does: that, not the TFCE sweep, is why its FWE p differ.)
+    # Tolerance: both add the same <= 100 terms per sign in float64; heights
+    # differ by at most a few ulps (default_step's nudge, linspace vs k * dh),
+    # so 1e-10 is far above rounding (measured: ~6e-16) and far below one
+    # missing or extra term (the smallest, dh ** 2 * size ** 0.5 at the first
+    # height, is at least 1 / sum(k ** 2, k <= 100) ~ 3e-6 of a voxel's TFCE).
+    nilearn_utils = pytest.importorskip("nilearn.mass_univariate._utils")
+    rng = np.random.default_rng(10 + connectivity)
+    mask = random_mask(rng, (10, 11, 9))
+    values = smooth_values(rng, mask, n_maps=3) * np.array([[0.6], [1.0], [2.5]])
+    volumes = np.zeros((*mask.shape, 3))
+    volumes[mask] = values.T
+    structure = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
+    theirs = nilearn_utils.calculate_tfce(volumes, structure, two_sided_test=two_sided)[mask].T
+    ours = tfce_transform(values, mask, connectivity=connectivity, two_sided=two_sided)
+    for row, mine, nilearn_row in zip(values, ours, theirs, strict=True):
+        tested = np.abs(row) if two_sided else row
+        peak = np.argmax(tested)
+        others = np.arange(row.size) != peak
+        np.testing.assert_allclose(mine[others], nilearn_row[others], rtol=1e-10)
+        assert nilearn_row[peak] - mine[peak] == pytest.approx(
+            np.sign(row[peak]) * tested[peak] ** 2, rel=1e-9
+        )
+        assert np.abs(mine).max() > 0
+
+
 def test_nothing_above_zero_gives_zero():
     rng = np.random.default_rng(9)
     mask = random_mask(rng)
