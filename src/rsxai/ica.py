@@ -92,7 +92,8 @@ class GroupICA(BaseEstimator):
     migp_dim : int or None, default=None
         Rows ``m`` kept by MIGP (MELODIC's ``--migpN``); default ``2 T - 1``
         for a first subject of ``T`` volumes, capped by the rank of the data.
-        MIGP holds ``m`` rows of ``V`` voxels (float32) and one subject in memory.
+        MIGP holds at most ``2 m + T`` rows of ``V`` voxels (float32) and one
+        subject in memory, and keeps ``m`` rows.
     n_restarts : int, default=10
         FastICA runs from different random starts. With 1, no stability can
         be measured and ``stability_`` is all NaN.

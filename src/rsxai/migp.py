@@ -3,11 +3,11 @@
 MIGP (MELODIC's Incremental Group-PCA; Smith et al. 2014, *NeuroImage*
 101:738-749) approximates the top spatial eigenvectors of the temporal
 concatenation of all subjects without ever holding that concatenation:
-subjects are visited in random order, and each one's rows ``Y`` are merged
-into a working matrix ``W`` of at most ``m`` rows by keeping the top ``m``
-eigen-time-series ``U' [W; Y]``. Subjects may be given as arrays or as
-zero-argument callables that load them, so only one subject is in memory at
-a time.
+subjects are visited in random order, and each one's normalised rows are
+stacked under a working matrix ``W`` of ``m`` rows; whenever the stack
+exceeds ``2 m`` rows it is reduced to its top ``m`` eigen-time-series
+``U' [W; Y_1; Y_2; ...]``. Subjects may be given as arrays or as zero-argument
+callables that load them, so only one subject is in memory at a time.
 
 The dimension of the group signal can be estimated from the MIGP eigenvalues
 with Minka's Laplace approximation to the PPCA evidence
@@ -34,9 +34,8 @@ __all__ = [
     "migp",
 ]
 
-# Rows (volumes) per block of the finiteness check, and voxels per block when
-# normalising and reducing: both bound transient memory to about 1 MB.
-_ROW_BLOCK = 16
+# Voxels per block when normalising and reducing: bounds transient memory to
+# about 1 MB.
 _VOXEL_BLOCK = 1024
 
 SubjectSource = np.ndarray | Callable[[], np.ndarray]
@@ -69,9 +68,9 @@ class MIGPResult:
         Upper bound on the rank of the concatenated data:
         ``min(sum(T_s - 1), V)`` (temporal demeaning removes one dimension per subject).
     peak_rows : int
-        Largest number of rows decomposed together (the rows of the working
-        matrix plus those of the piece of a subject being added); never
-        above ``2 m``. The working matrix itself holds at most ``m`` rows.
+        Largest number of rows stacked and decomposed together: the ``m``
+        rows of ``W`` and at most ``m + min(m, T)`` rows under it (``T`` the
+        volumes of the first subject). The result holds ``m`` rows.
     """
 
     components: np.ndarray
@@ -86,11 +85,13 @@ class MIGPResult:
 def load_subject(
     subjects: Sequence[SubjectSource], index: int, n_voxels: int | None
 ) -> np.ndarray:
-    """Return ``subjects[index]`` as a finite 2D float array, calling it if it is a loader.
+    """Return ``subjects[index]`` as a 2D real array, calling it if it is a loader.
 
     Raises :class:`~rsxai.exceptions.InputError` naming the subject when the
-    array is not 2D, has fewer than 2 volumes, has a different number of
-    voxels than ``n_voxels``, or holds NaN or infinite values.
+    array is not 2D, not real-valued, has fewer than 2 volumes or a different
+    number of voxels than ``n_voxels``. NaN and infinite values are found
+    while the subject is normalised (:func:`_normalise_into`), without a
+    pass of their own.
     """
     item = subjects[index]
     data = np.asarray(item() if callable(item) else item)
@@ -109,48 +110,85 @@ def load_subject(
             f"{name} has {data.shape[1]} voxels but the first subject has {n_voxels}; "
             "all subjects must be masked with the same brain mask on the same grid."
         )
-    # A few rows at a time: a boolean mask of the whole subject would be a
-    # temporary of T x V bytes.
-    if not all(
-        np.isfinite(data[start : start + _ROW_BLOCK]).all()
-        for start in range(0, data.shape[0], _ROW_BLOCK)
-    ):
+    return data
+
+
+def _normalise_into(
+    data: np.ndarray, out: np.ndarray, name: str
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Demean and variance-normalise each voxel of one subject; its first rows into ``out``.
+
+    One pass over the subject as given (often a read-only memory map), a
+    block of voxels at a time: each block's mean over all ``T`` volumes
+    (accumulated in float64), its deviations from the mean and their sum of
+    squares in the precision of ``out`` (written straight into ``out`` when
+    it has room for all ``T`` rows), then the first ``out.shape[0]``
+    normalised rows. The statistics are returned for the rows that do not fit
+    (see :func:`_normalised_rows`). Constant voxels get a scale of 0 and stay
+    zero rather than becoming NaN.
+
+    NaN or infinite values make a block's mean or sum of squares non-finite,
+    which is how they are found without a pass of their own. A block whose
+    float32 sum of squares overflows (values beyond about 1e18) is computed
+    again in float64, where squares of float32 values cannot overflow, so
+    that only values that are not finite are refused.
+
+    Parameters
+    ----------
+    data : ndarray of shape (T, V)
+    out : ndarray of shape (n, V), n <= T
+    name : str
+        The subject, for the error message.
+
+    Returns
+    -------
+    mean : ndarray of shape (V,), dtype of ``out``
+    scale : ndarray of shape (V,), dtype of ``out``
+        ``1 / std`` (population standard deviation), 0 for constant voxels.
+    n_varying : int
+    """
+    n_volumes, n_voxels = data.shape
+    n_out = out.shape[0]
+    mean = np.empty(n_voxels, dtype=out.dtype)
+    scale = np.empty(n_voxels, dtype=out.dtype)
+    scratch = None if n_out == n_volumes else np.empty(n_volumes * _VOXEL_BLOCK, out.dtype)
+    finite = True
+    # Non-finite values are reported below, not warned about here.
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for columns in _voxel_blocks(n_voxels):
+            raw = data[:, columns]
+            centred = out[:, columns] if scratch is None else _scratch_view(scratch, raw.shape)
+            mean[columns] = raw.mean(axis=0, dtype=np.float64)
+            np.subtract(raw, mean[columns], out=centred, casting="same_kind")
+            sum_of_squares = np.einsum("tv,tv->v", centred, centred)
+            if not np.isfinite(sum_of_squares).all():  # overflow, or NaN/inf in the data
+                exact = np.array(raw, dtype=np.float64)
+                exact -= exact.mean(axis=0)
+                sum_of_squares = np.einsum("tv,tv->v", exact, exact)
+                finite = finite and np.isfinite(sum_of_squares).all()
+                np.copyto(centred, exact, casting="same_kind")
+            std = np.sqrt(sum_of_squares.astype(np.float64) / n_volumes)
+            scale[columns] = np.where(std > 0, 1.0 / std, 0.0)
+            centred *= scale[columns]
+            if scratch is not None:
+                out[:, columns] = centred[:n_out]
+    if not finite:
         n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
         raise InputError(
             f"{name} contains {n_bad} NaN or infinite values; fix the preprocessing or "
             "mask out the voxels without signal."
         )
-    return data
+    return mean, scale, int(np.count_nonzero(scale))
 
 
-def _voxel_scaling(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Mean, inverse standard deviation and number of non-constant voxels of one subject.
-
-    Accumulated in float64 from the subject as given (often a read-only memory
-    map), a block of voxels at a time, so that no normalised copy of the
-    subject is ever made: :func:`migp` normalises ``(data - mean) * scale``
-    block by block as it reads the subject. Constant voxels get a scale of 0
-    and stay zero rather than becoming NaN.
-
-    Returns
-    -------
-    mean : ndarray of shape (V,), float64
-    scale : ndarray of shape (V,), float64
-        ``1 / std`` (population standard deviation), 0 for constant voxels.
-    n_varying : int
-    """
-    n_volumes, n_voxels = data.shape
-    mean = np.empty(n_voxels)
-    sum_of_squares = np.empty(n_voxels)
-    for columns in _voxel_blocks(n_voxels):  # float64 temporaries of (T, block) only
-        block = np.array(data[:, columns], dtype=np.float64)
-        mean[columns] = block.mean(axis=0)
-        block -= mean[columns]
-        sum_of_squares[columns] = np.einsum("tv,tv->v", block, block)
-    std = np.sqrt(sum_of_squares / n_volumes)
-    varying = std > 0
-    scale = np.divide(1.0, std, out=np.zeros(n_voxels), where=varying)
-    return mean, scale, int(np.count_nonzero(varying))
+def _normalised_rows(
+    data: np.ndarray, mean: np.ndarray, scale: np.ndarray, out: np.ndarray
+) -> None:
+    """``(data - mean) * scale`` into ``out`` (same shape), a block of voxels at a time."""
+    for columns in _voxel_blocks(data.shape[1]):
+        target = out[:, columns]
+        np.subtract(data[:, columns], mean[columns], out=target, casting="same_kind")
+        target *= scale[columns]
 
 
 def migp(
@@ -164,23 +202,34 @@ def migp(
     """Top ``m`` spatial eigenvectors of the concatenated subjects, by MIGP.
 
     Each subject is demeaned in time and variance-normalised voxel by voxel,
-    and its rows ``Y`` join the working matrix ``W`` of at most ``m`` rows:
-    appended while they fit, otherwise ``[W; Y]`` is replaced by ``U' [W; Y]``,
+    and its rows are stacked under the working matrix ``W``; whenever the
+    stack exceeds ``2 m`` rows, it is replaced by ``U' [W; Y_1; Y_2; ...]``,
     ``U`` the top ``m`` eigenvectors of its Gram matrix. This is Smith et
-    al.'s (2014) algorithm (a reduction after every subject once ``m`` rows
-    are reached); a subject of more than ``m`` volumes is added in pieces of
-    ``m``, so that no more than ``2 m`` rows are ever decomposed together.
-    Memory stays bounded whatever the number of subjects: ``W`` itself
-    (``m x V``, the result), the subject being added as it was given (e.g. a
-    memory map; it is never copied, but read and normalised a block of voxels
-    at a time), the ``2m x 2m`` Gram matrix and temporaries of about 1 MB.
+    al.'s (2014) algorithm with ``m`` MELODIC's ``--migpN``: with the default
+    ``m = 2 T - 1``, two subjects are stacked under ``W`` per reduction. A
+    subject of more volumes than ``min(m, T)`` (``T`` the volumes of the
+    first subject) is stacked in pieces of that many rows.
 
-    The reduction uses ``eigh`` of the small Gram matrix of ``[W; Y]``
-    rather than an SVD: the matrix is short and wide (``2m << V``), and after
-    a reduction the Gram block of ``W`` is already diagonal (the
-    eigenvalues), so only the products with the new rows ``W Y'`` and
-    ``Y Y'`` are computed. ``U' [W; Y]`` is then formed in place, a block of
-    voxels at a time. A randomised SVD would not help: most rows are kept.
+    Memory stays bounded whatever the number of subjects: ``W`` (``m`` rows
+    of ``V`` voxels in ``dtype``: the result), the normalised rows stacked
+    under it (at most ``m + min(m, T)``, freed at the end), the subject
+    being read as it was given (e.g. a memory map, never copied whole), the
+    Gram matrix of the stack and temporaries of about 1 MB.
+
+    The reduction uses ``eigh`` of the small Gram matrix of the stack rather
+    than an SVD: the stack is short and wide (``2m << V``), and after a
+    reduction the Gram block of ``W`` is already diagonal (the eigenvalues),
+    so only the products of each new piece with the rows above it and with
+    itself are computed. ``U' [stack]`` is then formed in ``W``'s place, a
+    block of voxels at a time. A randomised SVD would not help: half the
+    rows are kept.
+
+    Why two subjects per reduction rather than one (a stack of at most
+    ``m + T`` rows): nearly all the time is matrix products, and each
+    reduction rotates the ``m`` rows of ``W`` (``m^2 V`` multiply-adds),
+    which two subjects then share. With ``m = 2 T - 1`` that is about 7
+    instead of 9 ``T^2 V`` multiply-adds per subject, at the cost of
+    ``m`` more rows of memory.
 
     Parameters
     ----------
@@ -194,8 +243,11 @@ def migp(
     random_state : int, numpy Generator or None, default=0
         Seeds the random order of the subjects.
     dtype : numpy float type, default=numpy.float32
-        Precision of the working matrix and of its matrix products. float32
-        halves memory and time; the eigendecompositions are always float64.
+        Precision of the stack, of its matrix products and of the
+        eigendecompositions of its Gram matrix (which is accumulated in
+        float64). float32 halves memory and time; its error in the Gram
+        matrix and its eigenvectors is of the order of the float32 rounding
+        of the data themselves.
     progress : bool, default=False
         Show a progress bar over subjects.
 
@@ -218,61 +270,63 @@ def migp(
     rng = np.random.default_rng(random_state)
     order = rng.permutation(n_subjects)
 
-    buffer = None  # (m, V) working matrix W, first `n_rows` rows in use
-    gram = None  # (2m, 2m) float64: Gram matrix of W and the rows being added
-    n_rows = peak_rows = 0
-    reduced = False  # whether W holds eigen-rows (Gram diagonal, decreasing)
-    n_voxels = None
-    m = None
+    working = None  # (m, V) working matrix W, allocated at the first reduction
+    n_working = 0  # rows of W in use: 0, then m
+    pending = None  # (m + piece_rows, V): normalised rows stacked under W
+    n_pending = 0  # rows of `pending` in use
+    gram = None  # float64 Gram matrix of the stack [W; pending rows]
+    peak_rows = 0
+    n_voxels = m = piece_rows = None
     total_variance = 0.0
     n_time_points = rank_bound = 0
 
     for index in tqdm(order, desc="MIGP", unit="subject", disable=not progress):
         raw = load_subject(subjects, int(index), n_voxels)
-        if buffer is None:
-            n_voxels = raw.shape[1]
-            m = int(n_components) if n_components is not None else 2 * raw.shape[0] - 1
-            m = min(m, n_voxels)
-            # Pages of rows never used (fewer volumes in all than m) are never touched.
-            buffer = np.empty((m, n_voxels), dtype=dtype)
-            gram = np.zeros((2 * m, 2 * m))
-            # Normalised blocks of the subject's rows being added (see _Piece).
-            piece_scratch = np.empty(m * _VOXEL_BLOCK, dtype=dtype)
-        mean, scale, n_varying = _voxel_scaling(raw)
-        scale = scale.astype(dtype)
         n_volumes = raw.shape[0]
+        if pending is None:
+            n_voxels = raw.shape[1]
+            m = int(n_components) if n_components is not None else 2 * n_volumes - 1
+            m = min(m, n_voxels)
+            piece_rows = min(m, n_volumes)
+            # Pages of rows never written are never touched: no memory.
+            pending = np.empty((m + piece_rows, n_voxels), dtype=dtype)
+            gram = np.zeros((2 * m + piece_rows, 2 * m + piece_rows))
+        for start in range(0, n_volumes, piece_rows):
+            new = pending[n_pending : n_pending + min(piece_rows, n_volumes - start)]
+            if start == 0:  # normalised while its statistics are computed
+                mean, scale, n_varying = _normalise_into(raw, new, f"subjects[{int(index)}]")
+            else:
+                _normalised_rows(raw[start : start + piece_rows], mean, scale, new)
+            above = pending[:0] if working is None else working[:n_working]
+            _add_rows_to_gram(gram, above, pending[:n_pending], new)
+            n_pending += new.shape[0]
+            peak_rows = max(peak_rows, n_working + n_pending)
+            # Reduced when the stack exceeds 2m rows (the first time: when the
+            # rows under a W still empty exceed m, so that W is allocated next
+            # to no more rows than later stacks hold).
+            if n_pending > m:
+                if working is None:
+                    working = np.empty((m, n_voxels), dtype=dtype)
+                n_working = _reduce(working, n_working, pending[:n_pending], gram, m)
+                n_pending = 0
         # Each normalised varying voxel has a sum of squares of exactly n_volumes.
         total_variance += float(n_volumes * n_varying)
         n_time_points += n_volumes
         rank_bound += n_volumes - 1
-
-        for start in range(0, n_volumes, m):  # pieces of at most m rows
-            piece = _Piece(raw[start : start + m], mean, scale, piece_scratch)
-            n_new = piece.n_rows
-            peak_rows = max(peak_rows, n_rows + n_new)
-            if n_rows + n_new <= m:  # room left: the normalised rows are appended to W
-                new = buffer[n_rows : n_rows + n_new]
-                piece.normalise_into(new)
-                _add_to_gram(gram, n_rows, buffer[:n_rows] @ new.T, new @ new.T)
-                n_rows += n_new
-                reduced = False
-            else:
-                _add_to_gram(gram, n_rows, *piece.products(buffer[:n_rows]))
-                n_rows = _reduce(buffer, gram, n_rows, m, piece)
-                reduced = True
-        del raw, piece
+        del raw
 
     rank_bound = min(rank_bound, n_voxels)
-    if reduced:
-        # W already holds eigen-rows in decreasing order: keep those within the rank.
-        n_kept = min(n_rows, rank_bound)
-    else:
-        n_kept = _reduce(buffer, gram, n_rows, min(m, rank_bound))
+    if n_pending:
+        if working is None:
+            working = np.empty((min(m, rank_bound), n_voxels), dtype=dtype)
+        n_working = _reduce(working, n_working, pending[:n_pending], gram, min(m, rank_bound))
+    del pending
+    # W holds eigen-rows in decreasing order: keep those within the rank. A
+    # view, not a copy (which would need a second (m, V) array at once).
+    n_kept = min(n_working, rank_bound)
     eigenvalues = np.diag(gram)[:n_kept].copy()
     del gram
-    # A view of the leading rows, not a copy (which would need a second (m, V)
-    # array at once); rows never written take no memory.
-    components = buffer[:n_kept]
+    components = working[:n_kept]
     if components.dtype != np.float32:
         components = components.astype(np.float32)
     return MIGPResult(
@@ -286,54 +340,32 @@ def migp(
     )
 
 
-class _Piece:
-    """Up to ``m`` rows of one subject, normalised a block of voxels at a time when read.
+def _add_rows_to_gram(
+    gram: np.ndarray, working: np.ndarray, pending: np.ndarray, new: np.ndarray
+) -> None:
+    """Fill in the Gram rows and columns of ``new`` rows stacked under ``[W; pending]``.
 
-    The rows are never copied whole: :func:`_reduce` reads them once for
-    their products with ``W`` and once for the projection, normalising each
-    ``(rows, block)`` block on the fly (identically both times) into one
-    scratch array reused for every block.
+    Only products involving the new rows are computed, in the stack's
+    precision and stored in float64: ``W new'``, ``pending new'`` and
+    ``new new'`` (a symmetric product, which NumPy computes as one). The
+    Gram block of the rows above is known already (diagonal for W's
+    eigen-rows).
+
+    Parameters
+    ----------
+    gram : ndarray of shape (n, n), float64
+    working : ndarray of shape (w, V)
+    pending : ndarray of shape (p, V)
+    new : ndarray of shape (r, V)
     """
-
-    def __init__(self, raw: np.ndarray, mean: np.ndarray, scale: np.ndarray, scratch: np.ndarray):
-        self.raw, self.mean, self.scale, self.scratch = raw, mean, scale, scratch
-        self.n_rows = raw.shape[0]
-
-    def block(self, columns: slice, out: np.ndarray | None = None) -> np.ndarray:
-        """Normalised rows at ``columns``: ``(raw - mean) * scale``, centred in float64."""
-        raw = self.raw[:, columns]
-        if out is None:
-            out = _scratch_view(self.scratch, raw.shape)
-        np.subtract(raw, self.mean[columns], out=out, casting="same_kind")
-        out *= self.scale[columns]
-        return out
-
-    def normalise_into(self, out: np.ndarray) -> None:
-        for columns in _voxel_blocks(out.shape[1]):
-            self.block(columns, out=out[:, columns])
-
-    def products(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``rows @ Y'`` and ``Y @ Y'`` for the normalised piece ``Y``, summed in float64."""
-        cross = np.zeros((rows.shape[0], self.n_rows))
-        inner = np.zeros((self.n_rows, self.n_rows))
-        for columns in _voxel_blocks(rows.shape[1]):
-            block = self.block(columns)
-            cross += rows[:, columns] @ block.T
-            inner += block @ block.T
-        return cross, inner
-
-
-def _scratch_view(flat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A C-contiguous ``shape`` array on the start of the flat scratch array ``flat``."""
-    return flat[: shape[0] * shape[1]].reshape(shape)
-
-
-def _add_to_gram(gram: np.ndarray, n_rows: int, cross: np.ndarray, inner: np.ndarray) -> None:
-    """Fill in the Gram matrix of ``[W; Y]`` from ``cross = W Y'`` and ``inner = Y Y'``."""
-    new = slice(n_rows, n_rows + inner.shape[0])
-    gram[:n_rows, new] = cross
-    gram[new, :n_rows] = cross.T
-    gram[new, new] = inner
+    n_working, n_above = working.shape[0], working.shape[0] + pending.shape[0]
+    rows = slice(n_above, n_above + new.shape[0])
+    for block, above in ((working, slice(0, n_working)), (pending, slice(n_working, n_above))):
+        if block.shape[0]:
+            cross = block @ new.T
+            gram[above, rows] = cross
+            gram[rows, above] = cross.T
+    gram[rows, rows] = new @ new.T
 
 
 def _voxel_blocks(n_voxels: int):
@@ -341,47 +373,56 @@ def _voxel_blocks(n_voxels: int):
         yield slice(start, min(start + _VOXEL_BLOCK, n_voxels))
 
 
-def _reduce(
-    buffer: np.ndarray, gram: np.ndarray, n_rows: int, n_keep: int, piece: _Piece | None = None
-) -> int:
-    """Replace the rows of ``[W; piece]`` by their top ``n_keep`` eigen-rows, in ``buffer``.
+def _scratch_view(flat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A C-contiguous ``shape`` array on the start of the flat scratch array ``flat``."""
+    return flat[: shape[0] * shape[1]].reshape(shape)
 
-    ``W`` is the first ``n_rows`` rows of ``buffer``; ``gram`` must hold the
-    Gram matrix of ``[W; piece]`` (``piece`` rows after ``W``'s). On return
-    the first ``n_keep`` rows of ``buffer`` are ``U' [W; piece]``, ``U`` the
-    top ``n_keep`` eigenvectors, and the leading ``n_keep x n_keep`` block of
-    ``gram`` is the diagonal of their eigenvalues. Returns the new number of rows.
+
+def _reduce(
+    working: np.ndarray, n_working: int, pending: np.ndarray, gram: np.ndarray, n_keep: int
+) -> int:
+    """Replace the stack ``[working[:n_working]; pending]`` by its top ``n_keep`` eigen-rows.
+
+    ``gram`` must hold the Gram matrix of the stack. On return the first
+    ``n_keep`` rows of ``working`` are ``U' [W; pending]``, ``U`` the top
+    ``n_keep`` eigenvectors, and the leading ``n_keep x n_keep`` block of
+    ``gram`` is the diagonal of their eigenvalues (the rest zero). Returns
+    the new number of rows of ``W``.
     """
-    n_total = n_rows + (0 if piece is None else piece.n_rows)
-    n_keep = min(n_keep, n_total, buffer.shape[0])
-    # The full divide-and-conquer decomposition ("evd") is faster here than
-    # computing only the kept part with "evr", which is erratically slow on
-    # these nearly diagonal matrices. One LAPACK thread: on a matrix this small
-    # (at most 2m x 2m) threads gain nothing, and on a busy machine their
-    # synchronisation made each decomposition up to 100 times slower (4 s
-    # instead of 0.04 s for 598 x 598 on 2 shared cores).
+    n_rows = n_working + pending.shape[0]
+    n_keep = min(n_keep, n_rows, working.shape[0])
+    # In the stack's precision: float32 decomposes the Gram matrix about
+    # three times faster than float64 and errs by about as much as the
+    # float32 products that made it. The full divide-and-conquer
+    # decomposition ("evd") is faster here than computing only the kept
+    # part with "evr", which is erratically slow on these nearly diagonal
+    # matrices. One LAPACK thread: on a matrix this small threads gain
+    # nothing, and on a busy machine their synchronisation made each
+    # decomposition up to 100 times slower (4 s instead of 0.04 s for
+    # 598 x 598 on 2 shared cores).
     with threadpool_limits(limits=1, user_api="blas"):
-        eigenvalues, eigenvectors = linalg.eigh(gram[:n_total, :n_total], driver="evd")
+        eigenvalues, eigenvectors = linalg.eigh(
+            gram[:n_rows, :n_rows].astype(working.dtype), driver="evd"
+        )
     eigenvalues, eigenvectors = eigenvalues[-n_keep:], eigenvectors[:, -n_keep:]
     eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
     # Fix the sign of each eigenvector so the result does not depend on LAPACK's choice.
     signs = np.sign(eigenvectors[np.argmax(np.abs(eigenvectors), axis=0), np.arange(n_keep)])
     eigenvectors *= signs
-    projection = np.ascontiguousarray(eigenvectors.T, dtype=buffer.dtype)  # (n_keep, n_total)
-    from_rows, from_piece = projection[:, :n_rows], projection[:, n_rows:]
-    # U' [W; piece] in place, one block of voxels at a time: each output column
-    # depends only on the same input column, so the temporaries are
-    # (n_keep, block) instead of a second (n_keep, V) matrix.
-    # Two scratch arrays serve every block: no allocation in the loop.
-    scratch = np.empty((2, n_keep * _VOXEL_BLOCK), dtype=buffer.dtype)
-    for columns in _voxel_blocks(buffer.shape[1]):
+    projection = np.ascontiguousarray(eigenvectors.T, dtype=working.dtype)  # (n_keep, n_rows)
+    from_working, from_pending = projection[:, :n_working], projection[:, n_working:]
+    # U' [W; pending] into W in place, one block of voxels at a time: each
+    # output column depends only on the same input column, so the
+    # temporaries are (n_keep, block) instead of a second (n_keep, V) matrix.
+    scratch = np.empty((2, n_keep * _VOXEL_BLOCK), dtype=working.dtype)
+    for columns in _voxel_blocks(working.shape[1]):
         width = columns.stop - columns.start
         reduced = _scratch_view(scratch[0], (n_keep, width))
-        np.matmul(from_rows, buffer[:n_rows, columns], out=reduced)
-        if piece is not None:
+        np.matmul(from_pending, pending[:, columns], out=reduced)
+        if n_working:
             added = _scratch_view(scratch[1], (n_keep, width))
-            reduced += np.matmul(from_piece, piece.block(columns), out=added)
-        buffer[:n_keep, columns] = reduced
-    gram[:n_total, :n_total] = 0.0
+            reduced += np.matmul(from_working, working[:n_working, columns], out=added)
+        working[:n_keep, columns] = reduced
+    gram[:n_rows, :n_rows] = 0.0
     gram[np.arange(n_keep), np.arange(n_keep)] = np.clip(eigenvalues, 0.0, None)
     return n_keep
