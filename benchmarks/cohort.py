@@ -87,7 +87,7 @@ def prepare_cohort(
     root = Path(data_dir) / kind
     bids_dir, out_dir = root / "data", root / "out"
     n_subjects = size["n_patients"] + size["n_controls"]
-    if root.exists() and not _planted_as_today(bids_dir):
+    if root.exists() and not planted_as_today(bids_dir):
         # A cohort kept from an older simulator would carry its planted effects into
         # figures that claim today's defaults (classification accuracies): start afresh.
         shutil.rmtree(root)
@@ -145,8 +145,11 @@ def prepare_cohort(
     )
 
 
-def _planted_as_today(bids_dir: Path) -> bool:
-    """Whether the kept cohort was simulated with the simulator's current default effects."""
+def planted_as_today(bids_dir: Path) -> bool:
+    """Whether the kept cohort was simulated with the simulator's current default effects.
+
+    True too when nothing was simulated yet (no ``ground_truth/parameters.json``).
+    """
     from dataclasses import asdict
 
     from rsxai.simulated_networks import DEFAULT_EFFECTS

@@ -3,8 +3,9 @@
 :func:`prepare_scale_cohort` simulates the cohort
 (``rsxai.simulate.simulate_cohort``, seed 0) under
 ``DATA_DIR/scale-{full,quick}/data`` after checking that the disk can hold
-it, and reuses it when it is complete; :func:`first_of_each_group` names the
-subjects of the smaller run. The measured runs are :mod:`benchmarks.scale`'s.
+it, and reuses it when it is complete and planted with today's default
+effects; :func:`first_of_each_group` names the subjects of the smaller run.
+The measured runs are :mod:`benchmarks.scale`'s.
 """
 
 from __future__ import annotations
@@ -54,11 +55,16 @@ def prepare_scale_cohort(data_dir: str | Path, *, quick: bool = False, n_jobs: i
     ``participants.tsv``, written last by :func:`rsxai.simulate.simulate_cohort`,
     marks a complete cohort; a half-written one is simulated again.
     """
+    from benchmarks.cohort import planted_as_today
     from rsxai.simulate import simulate_cohort
 
     kind = "quick" if quick else "full"
     size = SIZES[kind]
     bids_dir = Path(data_dir) / f"scale-{kind}" / "data"
+    if bids_dir.parent.exists() and not planted_as_today(bids_dir):
+        # Only timed, but a cohort of an older simulator may differ in more than its
+        # effects (confounds, files): start afresh, as benchmarks.cohort does.
+        shutil.rmtree(bids_dir.parent)
     if not (bids_dir / "participants.tsv").exists():
         _check_disk(
             bids_dir.parent, 2 * size["n_per_group"], size["n_volumes"], size["voxel_size"]

@@ -211,3 +211,28 @@ def test_benchmark_main_hands_the_shared_options_to_run(monkeypatch, capsys):
     network_maps.main(["--quick", "--data-dir", "cohorts"])
     assert calls == [("cohorts", True)]
     assert capsys.readouterr().out == "## section\n"
+
+
+def test_a_kept_cohort_counts_as_stale_when_its_planted_effects_differ(tmp_path):
+    # Kept benchmark cohorts (benchmarks.cohort, benchmarks.scale_cohort) are simulated
+    # again when an older simulator planted other effects than today's defaults.
+    import json
+    from dataclasses import asdict, replace
+
+    from benchmarks.cohort import planted_as_today
+
+    from rsxai.simulated_networks import DEFAULT_EFFECTS
+
+    assert planted_as_today(tmp_path)  # nothing simulated yet
+    truth = tmp_path / "ground_truth"
+    truth.mkdir()
+
+    def keep(effects):
+        rows = [asdict(e) | {"center_mm": list(e.center_mm)} for e in effects]
+        (truth / "parameters.json").write_text(json.dumps({"effects": rows}))
+
+    keep(DEFAULT_EFFECTS)
+    assert planted_as_today(tmp_path)
+    first = DEFAULT_EFFECTS[0]
+    keep([replace(first, strength=first.strength / 2), *DEFAULT_EFFECTS[1:]])
+    assert not planted_as_today(tmp_path)
