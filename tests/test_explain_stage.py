@@ -1,4 +1,4 @@
-"""Tests for rsxai.explain_stage and rsxai.explain_inputs on a small fabricated output folder.
+"""Tests for rsxai.explain_stage, explain_network and explain_inputs on a fabricated folder.
 
 The folder holds what the earlier stages write (mask, held-out maps, CNN
 predictions and fold weights, statistics maps, summary.json, rsxai.toml) for

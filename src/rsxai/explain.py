@@ -9,7 +9,8 @@ normalisation is the separate step of :mod:`rsxai.explanation_metrics`.
 
 Group maps and their comparisons are in :mod:`rsxai.explain_group`, the
 checks of their trust in :mod:`rsxai.explain_checks`. Nothing here reads or
-writes files (that is :mod:`rsxai.explain_stage`).
+writes files (that is :mod:`rsxai.explain_network`, called by
+:mod:`rsxai.explain_stage`).
 """
 
 from __future__ import annotations
