@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -9,11 +11,10 @@ import pytest
 from scipy import linalg, stats
 from sklearn.base import clone
 from sklearn.decomposition import PCA, FastICA
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from threadpoolctl import threadpool_limits
 
 from rsxai.dual_regression import dual_regression
-from rsxai.exceptions import InputError
+from rsxai.exceptions import ICAConvergenceWarning, InputError, NotFittedError
 from rsxai.ica import GroupICA
 from rsxai.ica_stability import fastica_restarts, icasso_stability, symmetric_fastica
 from rsxai.migp import migp
@@ -240,7 +241,7 @@ def test_migp_is_exact_when_everything_fits():
 def test_stability_high_for_real_sources_and_low_for_noise(planted):
     *_, model = planted
     assert np.all(model.stability_ > 0.95), model.stability_
-    with pytest.warns(ConvergenceWarning, match=r"did not converge(.|\n)*stability_"):
+    with pytest.warns(ICAConvergenceWarning, match=r"did not converge(.|\n)*stability_"):
         noise_model = GroupICA(N_SOURCES, n_restarts=10, max_iter=200).fit(noise_subjects())
     assert noise_model.stability_.mean() < 0.8, noise_model.stability_
     assert noise_model.stability_.mean() < model.stability_.min() - 0.15
@@ -287,6 +288,23 @@ def test_deterministic_across_runs_and_n_jobs(planted):
     assert not hasattr(fresh, "components_")
     other = GroupICA(N_SOURCES, n_restarts=2, random_state=1).fit(subjects)
     assert not np.array_equal(other.subject_order_, model.subject_order_)
+
+
+def test_estimator_api_without_importing_scikit_learn():
+    # Group ICA alone must not load scikit-learn (~85 MiB of the benchmark's
+    # memory comparison with CanICA); its parameter API still works with clone.
+    code = "import sys, rsxai.ica; sys.exit('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    model = GroupICA(7, n_restarts=3)
+    assert repr(model) == "GroupICA(n_components=7, n_restarts=3)"
+    assert model.set_params(max_iter=50) is model and model.get_params()["max_iter"] == 50
+    assert clone(model).get_params() == model.get_params()
+    with pytest.raises(InputError, match=r"no parameter\(s\) 'n_component'; valid .*n_components"):
+        model.set_params(n_component=3)
+    # rsxai's NotFittedError is caught as scikit-learn's is.
+    for caught in (ValueError, AttributeError):
+        with pytest.raises(caught, match="not fitted yet"):
+            model.transform(np.zeros((3, 4)))
 
 
 def test_transform_is_dual_regression_stage_one(planted):
@@ -404,7 +422,7 @@ def test_icasso_groups_repeated_components_and_picks_the_cleanest_run():
 
 
 @pytest.mark.filterwarnings(
-    "ignore:FastICA did not converge:sklearn.exceptions.ConvergenceWarning"
+    "ignore:FastICA did not converge:rsxai.exceptions.ICAConvergenceWarning"
 )
 def test_errors_name_parameter_range_and_value():
     _, _, subjects = make_subjects(n_subjects=2, n_volumes=20, n_voxels=200, seed=6)

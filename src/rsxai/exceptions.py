@@ -20,3 +20,22 @@ class InputError(ValueError):
     def __init__(self, problems: str | Iterable[str]):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class ICAConvergenceWarning(UserWarning):
+    """FastICA did not converge in some restarts of group ICA (:class:`rsxai.ica.GroupICA`).
+
+    Expected when some components are noise; their ICASSO stability tells
+    which. rsxai's own class rather than scikit-learn's ``ConvergenceWarning``
+    so that group ICA does not import scikit-learn (about 85 MiB of libraries
+    a group ICA alone does not need).
+    """
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A model's result was asked for before ``fit``.
+
+    The same bases as scikit-learn's ``NotFittedError``, so ``except
+    ValueError`` and ``except AttributeError`` catch both; rsxai's own for
+    the models that do not import scikit-learn (:class:`rsxai.ica.GroupICA`).
+    """

@@ -17,11 +17,10 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy import linalg
-from sklearn.base import BaseEstimator
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from rsxai.dual_regression import spatial_regression
-from rsxai.exceptions import InputError
+from rsxai.estimator_params import ConstructorParams
+from rsxai.exceptions import ICAConvergenceWarning, InputError, NotFittedError
 from rsxai.ica_stability import FASTICA_FUNS, fastica_restarts, icasso_stability
 from rsxai.migp import SubjectSource, migp
 from rsxai.pca_dimension import estimate_n_components
@@ -67,7 +66,7 @@ def _whiten(pca_maps: np.ndarray) -> np.ndarray:
     return whitened
 
 
-class GroupICA(BaseEstimator):
+class GroupICA(ConstructorParams):
     """Spatial group ICA of several subjects' masked data (MELODIC-style, memory bounded).
 
     ``fit`` reduces all subjects to a group PCA space by MIGP (Smith et al.
@@ -160,8 +159,13 @@ class GroupICA(BaseEstimator):
 
     Notes
     -----
-    A scikit-learn ``BaseEstimator`` (``get_params``, ``clone``), but not a
-    ``TransformerMixin``: ``fit`` takes many subjects, ``transform`` one.
+    Follows scikit-learn's estimator API (``get_params``, ``set_params``,
+    so ``sklearn.base.clone`` works) without importing scikit-learn, whose
+    import alone would more than double the memory of a group ICA on a
+    60-subject cohort; not a transformer: ``fit`` takes many subjects,
+    ``transform`` one. FastICA restarts that do not converge are reported
+    with :class:`rsxai.exceptions.ICAConvergenceWarning`, ``transform``
+    before ``fit`` raises :class:`rsxai.exceptions.NotFittedError`.
     Subjects are expected already preprocessed and masked on a common grid;
     MIGP still demeans and variance-normalises each voxel of each subject,
     as MELODIC does.
@@ -310,7 +314,7 @@ class GroupICA(BaseEstimator):
                 "stability (stability_, the 'stability' column of the components table) "
                 "before interpreting them. Raising max_iter costs time and rarely changes the "
                 "stable components.",
-                ConvergenceWarning,
+                ICAConvergenceWarning,
                 stacklevel=2,
             )
 
