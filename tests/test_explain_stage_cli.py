@@ -33,6 +33,17 @@ FAST = [
 ]
 
 
+#: The options the tests give `rsxai explain`, as configuration keys.
+EXPLAIN_FLAGS = {
+    "run.device": "cpu",
+    "explain.methods": ["integrated_gradients"],
+    "explain.targets": ["patient"],
+    "explain.ig_steps": 5,
+    "explain.sanity_checks": False,
+    "explain.n_faithfulness_subjects": 0,
+}
+
+
 @pytest.fixture(scope="module")
 def fabricated(one_torch_thread, tmp_path_factory):
     return _fabricate(tmp_path_factory.mktemp("explain_cli"), with_truth=False)["out"]
@@ -62,15 +73,7 @@ def test_flags_are_written_back_as_rsxai_run_would_write_them(folder):
     assert written["explain"]["sanity_checks"] is False
     assert written["classify"]["cnn_epochs"] == 25  # the run's options are kept
     # The very text `rsxai run` writes for the merged configuration.
-    flags = {
-        "run.device": "cpu",
-        "explain.methods": ["integrated_gradients"],
-        "explain.targets": ["patient"],
-        "explain.ig_steps": 5,
-        "explain.sanity_checks": False,
-        "explain.n_faithfulness_subjects": 0,
-    }
-    assert toml.read_text(encoding="utf-8") == resolve_config(given, flags).to_toml()
+    assert toml.read_text(encoding="utf-8") == resolve_config(given, EXPLAIN_FLAGS).to_toml()
     # rsxai.toml now describes the explanations in the folder.
     entry = read_json(output_path(folder, "summary"))["explanations"]
     assert entry["options"] == dict(resolve_config(written).explain)
@@ -133,22 +136,14 @@ def test_the_python_function_writes_rsxai_toml_as_the_command_does(folder, tmp_p
     shutil.copytree(folder, twin)
     toml = output_path(folder, "config")
     given = load_config_file(toml)
-    flags = {
-        "run.device": "cpu",
-        "explain.methods": ["integrated_gradients"],
-        "explain.targets": ["patient"],
-        "explain.ig_steps": 5,
-        "explain.sanity_checks": False,
-        "explain.n_faithfulness_subjects": 0,
-    }
     # A failed run leaves rsxai.toml as it was.
     before = toml.read_bytes()
-    bad_layer = resolve_config(given, flags | {"explain.target_layer": "blocks.9.act"})
+    bad_layer = resolve_config(given, EXPLAIN_FLAGS | {"explain.target_layer": "blocks.9.act"})
     with pytest.raises(InputError, match=r"blocks\.9\.act"):
         explain_output_folder(folder, config=bad_layer)
     assert toml.read_bytes() == before
     # A successful one records the options given...
-    explain_output_folder(folder, config=resolve_config(given, flags))
+    explain_output_folder(folder, config=resolve_config(given, EXPLAIN_FLAGS))
     written = load_config_file(toml)
     assert written["explain"]["ig_steps"] == 5 and written["explain"]["sanity_checks"] is False
     assert written["explain"]["methods"] == ["integrated_gradients"]

@@ -57,6 +57,20 @@ def normalised_concatenation(subjects):
     return np.vstack([(s - s.mean(axis=0)) / s.std(axis=0) for s in normalised])
 
 
+def assert_top_space_matches_concatenation_pca(result, subjects):
+    """MIGP's top N_SOURCES rows span the exact PCA's, with its eigenvalues (2 %)."""
+    concatenated = normalised_concatenation(subjects)
+    _, singular_values, right = np.linalg.svd(concatenated, full_matrices=False)
+    angles = linalg.subspace_angles(
+        result.components[:N_SOURCES].T.astype(np.float64), right[:N_SOURCES].T
+    )
+    assert np.rad2deg(angles.max()) < 2.0
+    np.testing.assert_allclose(
+        result.eigenvalues[:N_SOURCES], singular_values[:N_SOURCES] ** 2, rtol=2e-2
+    )
+    return concatenated
+
+
 def noise_subjects(n_subjects=8, n_volumes=100, n_voxels=2000, seed=5):
     rng = np.random.default_rng(seed)
     return [
@@ -135,15 +149,7 @@ def test_migp_subspace_matches_full_concatenation_pca(migp_dim):
     # never holds more than 2m rows plus one piece of a subject (its 100
     # volumes, or at most m of them).
     assert 2 * m < result.peak_rows <= 2 * m + min(m, 100)
-    concatenated = normalised_concatenation(subjects)
-    _, singular_values, right = np.linalg.svd(concatenated, full_matrices=False)
-    angles = linalg.subspace_angles(
-        result.components[:N_SOURCES].T.astype(np.float64), right[:N_SOURCES].T
-    )
-    assert np.rad2deg(angles.max()) < 2.0
-    np.testing.assert_allclose(
-        result.eigenvalues[:N_SOURCES], singular_values[:N_SOURCES] ** 2, rtol=2e-2
-    )
+    concatenated = assert_top_space_matches_concatenation_pca(result, subjects)
     # Rows are orthogonal with squared norms equal to the eigenvalues.
     gram = result.components.astype(np.float64) @ result.components.T.astype(np.float64)
     np.testing.assert_allclose(np.diag(gram), result.eigenvalues, rtol=1e-4)
@@ -165,15 +171,7 @@ def test_migp_with_unequal_runs_matches_full_concatenation_pca():
     result = migp([subjects[i] for i in order], 50, random_state=None)
     assert result.n_time_points == sum(lengths)
     assert result.peak_rows <= 2 * 50 + 50
-    concatenated = normalised_concatenation(subjects)
-    _, singular_values, right = np.linalg.svd(concatenated, full_matrices=False)
-    angles = linalg.subspace_angles(
-        result.components[:N_SOURCES].T.astype(np.float64), right[:N_SOURCES].T
-    )
-    assert np.rad2deg(angles.max()) < 2.0
-    np.testing.assert_allclose(
-        result.eigenvalues[:N_SOURCES], singular_values[:N_SOURCES] ** 2, rtol=2e-2
-    )
+    concatenated = assert_top_space_matches_concatenation_pca(result, subjects)
     np.testing.assert_allclose(result.total_variance, np.sum(concatenated**2), rtol=1e-6)
 
 
