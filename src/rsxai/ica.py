@@ -148,8 +148,8 @@ class GroupICA(ConstructorParams):
     migp_eigenvalues_ : ndarray of shape (m,)
         The corresponding eigenvalues (sums of squares).
     migp_peak_rows_ : int
-        Largest number of rows MIGP decomposed at once (at most ``2 m``; see
-        :class:`rsxai.migp.MIGPResult`).
+        Largest number of rows MIGP stacked and decomposed at once (at most
+        ``2 m + T``; see :class:`rsxai.migp.MIGPResult`).
     subject_order_ : ndarray of shape (n_subjects,), int
         Order in which subjects were fed to MIGP.
     icasso_ : rsxai.ica_stability.StabilityResult or None
