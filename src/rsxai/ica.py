@@ -22,7 +22,8 @@ from rsxai.dual_regression import spatial_regression
 from rsxai.estimator_params import ConstructorParams
 from rsxai.exceptions import ICAConvergenceWarning, InputError, NotFittedError
 from rsxai.ica_stability import FASTICA_FUNS, fastica_restarts, icasso_stability
-from rsxai.migp import SubjectSource, migp
+from rsxai.migp import migp
+from rsxai.migp_subjects import SubjectSource
 from rsxai.pca_dimension import estimate_n_components
 
 __all__ = ["GroupICA"]
