@@ -41,14 +41,13 @@ Run alone: ``python -m benchmarks.cv_scope [--quick]``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 from benchmarks.cohort import prepare_cohort
 from benchmarks.demo import _write_config
-from benchmarks.measurement import benchmark_parser, sample_command, window_peaks
+from benchmarks.measurement import benchmark_parser, emit, sample_command, window_peaks
 from benchmarks.scale import rsxai_command, stage_windows, table_cell
 
 #: Issue 5: classify-stage time in fold scope over that in cohort scope.
@@ -282,14 +281,12 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         quick_help="small cohort (smoke run)",
         data_dir_help="where the simulated cohorts are kept between runs",
+        json_output=True,
     )
     parser.add_argument("--n-jobs", type=int, default=2, help="--n-jobs of rsxai run")
-    parser.add_argument("--json", default=None, help="also write the full result here")
     args = parser.parse_args(argv)
     result = run(args.data_dir, quick=args.quick, n_jobs=args.n_jobs)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result))
-    print(markdown(result))
+    emit(result, markdown(result), args.json)
 
 
 if __name__ == "__main__":

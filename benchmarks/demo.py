@@ -31,7 +31,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks.measurement import benchmark_parser, sample_command, window_peaks
+from benchmarks.measurement import benchmark_parser, emit, sample_command, window_peaks
 from benchmarks.scale import phase_table, rsxai_command, stage_windows, table_cell
 
 QUICK_SIMULATION = ["--n-patients", "6", "--n-controls", "6", "--n-volumes", "60"]
@@ -240,16 +240,12 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         quick_help="small stand-in (smoke run)",
         data_dir_help="where the demo's temporary folder is made",
+        json_output=True,
     )
     parser.add_argument("--n-jobs", type=int, default=2, help="--n-jobs of the demo")
-    parser.add_argument("--json", default=None, help="also write the full result here")
     args = parser.parse_args(argv)
     result = run(args.data_dir, quick=args.quick, n_jobs=args.n_jobs)
-    if args.json:
-        import json
-
-        Path(args.json).write_text(json.dumps(result))
-    print(markdown(result))
+    emit(result, markdown(result), args.json)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def benchmark_parser(
     *,
     quick_help: str,
     data_dir_help: str | None = None,
+    json_output: bool = False,
     prog: str | None = None,
 ) -> argparse.ArgumentParser:
     """The options every benchmark takes: ``--quick`` and, if it keeps data, ``--data-dir``.
@@ -55,6 +56,8 @@ def benchmark_parser(
         ``--help`` text of ``--data-dir`` (its default is appended); None: the
         benchmark keeps no data and takes no ``--data-dir``. Its default is
         ``rsxai-benchmarks`` in the system's temporary folder.
+    json_output : bool, default=False
+        Add ``--json PATH`` (also write the full result there; see :func:`emit`).
     prog : str or None, default=None
         Program name in the usage line; None: argparse's (the script's name).
 
@@ -71,7 +74,16 @@ def benchmark_parser(
             default=str(Path(tempfile.gettempdir()) / "rsxai-benchmarks"),
             help=f"{data_dir_help} (default: %(default)s)",
         )
+    if json_output:
+        parser.add_argument("--json", default=None, help="also write the full result here")
     return parser
+
+
+def emit(result: dict, text: str, json_path: str | None = None) -> None:
+    """Print a benchmark's markdown ``text``; with ``json_path``, write ``result`` there first."""
+    if json_path:
+        Path(json_path).write_text(json.dumps(result))
+    print(text)
 
 
 def current_rss_mb() -> float:

@@ -44,7 +44,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks.measurement import benchmark_parser, sample_command, window_peaks
+from benchmarks.measurement import benchmark_parser, emit, sample_command, window_peaks
 from benchmarks.scale_cohort import SIZES, first_of_each_group, prepare_scale_cohort
 
 #: Issue 8: peak memory of the 600-subject run, 4 GB (10^9 bytes) in MiB.
@@ -308,21 +308,17 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         quick_help="6 + 6 small subjects (smoke run)",
         data_dir_help="where the simulated cohort is kept between runs",
+        json_output=True,
     )
     parser.add_argument("--n-jobs", type=int, default=2, help="--n-jobs of the runs")
     parser.add_argument(
         "--keep-outputs", action="store_true", help="keep the runs' output folders"
     )
-    parser.add_argument("--json", default=None, help="also write the full result here")
     args = parser.parse_args(argv)
     result = run(
         args.data_dir, quick=args.quick, n_jobs=args.n_jobs, keep_outputs=args.keep_outputs
     )
-    if args.json:
-        import json
-
-        Path(args.json).write_text(json.dumps(result))
-    print(markdown(result))
+    emit(result, markdown(result), args.json)
 
 
 if __name__ == "__main__":
