@@ -4,7 +4,9 @@
 also runs alone (``python -m benchmarks.group_ica``) and takes ``--quick``:
 
 - :mod:`benchmarks.group_ica`: GroupICA vs nilearn CanICA (time, peak memory,
-  match to the planted networks) on the simulated cohort;
+  match to the planted networks) on the simulated cohort, at 150 and 300 volumes;
+- :mod:`benchmarks.migp_dimension`: MIGP's group PCA against the exact one at
+  each internal dimension m (accuracy and time);
 - :mod:`benchmarks.signal_cleaning`: ``clean_signals`` vs ``nilearn.signal.clean``;
 - :mod:`benchmarks.network_maps`: preprocessing + dual regression vs reading the data;
 - :mod:`benchmarks.migp_memory`: group ICA peak memory from 60 to 600 subjects;

@@ -6,6 +6,8 @@ The full cohort is ``rsxai simulate``'s default (30 patients and 30 controls,
 white matter and CSF regressed out, linear detrend, 0.01-0.1 Hz band-pass, no
 smoothing): exactly what ``rsxai run`` hands to group ICA. The quick cohort
 is the same at 5 + 5 subjects, 100 volumes and 6 mm (simulated and analysed).
+The ``long`` cohorts are the same with twice the volumes (300; quick: 200),
+for measures that depend on the length of the runs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 SIZES = {
     "full": {"n_patients": 30, "n_controls": 30, "n_volumes": 150, "voxel_size": 4.0},
     "quick": {"n_patients": 5, "n_controls": 5, "n_volumes": 100, "voxel_size": 6.0},
+    "long": {"n_patients": 30, "n_controls": 30, "n_volumes": 300, "voxel_size": 4.0},
+    "quick_long": {"n_patients": 5, "n_controls": 5, "n_volumes": 200, "voxel_size": 6.0},
 }
 
 
@@ -71,9 +75,11 @@ class BenchmarkCohort:
 
 
 def prepare_cohort(
-    data_dir: str | Path, *, quick: bool = False, n_jobs: int = 2
+    data_dir: str | Path, *, quick: bool = False, long_runs: bool = False, n_jobs: int = 2
 ) -> BenchmarkCohort:
     """Simulate and preprocess the benchmark cohort under ``data_dir``, unless already there.
+
+    ``quick`` picks the small cohort, ``long_runs`` the one of twice the volumes.
 
     Uses the command line (``rsxai simulate``, ``rsxai run --stop-after
     preprocess``) exactly as a user would. A folder left half-written by an
@@ -82,7 +88,9 @@ def prepare_cohort(
     from rsxai.cli import main
     from rsxai.outputs import output_path
 
-    kind = "quick" if quick else "full"
+    kind = {(False, False): "full", (True, False): "quick", (False, True): "long"}.get(
+        (quick, long_runs), "quick_long"
+    )
     size = SIZES[kind]
     root = Path(data_dir) / kind
     bids_dir, out_dir = root / "data", root / "out"

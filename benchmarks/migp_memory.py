@@ -104,7 +104,8 @@ def markdown(result: dict) -> str:
         "subject's loader when MIGP reads it (seeded), so that 600 subjects need neither "
         "simulation time nor disk. `GroupICA(20)` defaults, n_jobs = 1, BLAS threads: "
         f"{result['blas_threads'] or 'default'}, one fresh process per size; "
-        f"MIGP dimension m = {rows[0]['migp_dim']} (2T - 1): m rows kept, at most "
+        f"MIGP dimension m = {rows[0]['migp_dim']} (the default, min(2T - 1, 15 K)): "
+        "m rows kept, at most "
         f"{max(r['migp_peak_rows'] for r in rows)} stacked and decomposed at once.",
         "",
         "| subjects | time (s) | peak memory (MiB) | above imports (MiB) |",

@@ -236,3 +236,16 @@ def test_a_kept_cohort_counts_as_stale_when_its_planted_effects_differ(tmp_path)
     first = DEFAULT_EFFECTS[0]
     keep([replace(first, strength=first.strength / 2), *DEFAULT_EFFECTS[1:]])
     assert not planted_as_today(tmp_path)
+
+
+def test_migp_dimension_benchmark_ranks_m_by_accuracy():
+    from benchmarks import migp_dimension
+
+    result = migp_dimension.run(quick=True, run_lengths=(60,))
+    rows = {row["m"]: row for row in result["rows"]}
+    # MELODIC's 2T - 1 = 119 (also the default here: 15 K = 300 is larger) and 5 K = 100.
+    assert set(rows) == {119, 100}
+    assert rows[119]["label"] == "MELODIC's 2T - 1, rsxai's default"
+    # The exact reference is the same for both; fewer rows kept, a worse top-K space.
+    assert 0 < rows[119]["k"]["max_angle_degrees"] < rows[100]["k"]["max_angle_degrees"]
+    assert "| 60 | 100 | 5 K |" in migp_dimension.markdown(result)

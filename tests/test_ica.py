@@ -139,12 +139,16 @@ def test_explained_variance_ratio_is_per_component_and_matches_full_pca(planted)
     )
 
 
-@pytest.mark.parametrize("migp_dim", [None, 12])
-def test_migp_subspace_matches_full_concatenation_pca(migp_dim):
+@pytest.mark.parametrize(
+    ("migp_dim", "default_cap", "expected_m"),
+    [(None, None, 199), (12, None, 12), (None, 15 * N_SOURCES, 75), (12, 75, 12)],
+)
+def test_migp_subspace_matches_full_concatenation_pca(migp_dim, default_cap, expected_m):
     _, _, subjects = make_subjects(seed=1)
-    result = migp(subjects, migp_dim, random_state=3)
+    result = migp(subjects, migp_dim, default_cap=default_cap, random_state=3)
     m = result.components.shape[0]
-    assert m == (199 if migp_dim is None else 12)  # default 2T - 1
+    # Default 2T - 1 (MELODIC's), lowered to default_cap; a given m wins.
+    assert m == expected_m
     # Memory bound: the stack is reduced as soon as it exceeds 2m rows, so it
     # never holds more than 2m rows plus one piece of a subject (its 100
     # volumes, or at most m of them).
@@ -225,6 +229,20 @@ def test_migp_memory_is_one_stack_and_one_subject():
     assert peak - subject < stack + 2_000_000, (peak, stack)
 
 
+def test_group_ica_default_migp_dim_is_melodics_capped_at_15_per_component():
+    # T = 40 volumes: MELODIC's default is 2T - 1 = 79 rows. With K = 2
+    # components 15 K = 30 is smaller and is used; with K = 6 (90) and with
+    # "auto" (no K to scale with) MELODIC's 79; a given migp_dim wins.
+    _, _, subjects = make_subjects(n_subjects=3, n_volumes=40, n_voxels=500, seed=8)
+    for n_components, migp_dim, expected in ((2, None, 30), (6, None, 79), (2, 50, 50)):
+        model = GroupICA(n_components, migp_dim=migp_dim, n_restarts=1).fit(subjects)
+        assert model.migp_components_.shape[0] == expected, (n_components, migp_dim)
+    assert migp(subjects, default_cap=30).components.shape[0] == 30
+    assert migp(subjects, default_cap=500).components.shape[0] == 79
+    with pytest.raises(InputError, match=r"default_cap must be None or an integer >= 1; got 0"):
+        migp(subjects, default_cap=0)
+
+
 def test_migp_is_exact_when_everything_fits():
     _, _, subjects = make_subjects(n_subjects=3, n_volumes=40, n_voxels=300, seed=2)
     result = migp(subjects, 200, random_state=0, dtype=np.float64)
@@ -239,10 +257,18 @@ def test_migp_is_exact_when_everything_fits():
 def test_stability_high_for_real_sources_and_low_for_noise(planted):
     *_, model = planted
     assert np.all(model.stability_ > 0.95), model.stability_
+    # On one noise cohort the mean stability of 5 components of noise ranges
+    # from 0.4 to 1.0 (a top-5 space of 2,000 voxels can hold a direction
+    # non-Gaussian by chance): judged over six.
+    noise_stability = []
     with pytest.warns(ICAConvergenceWarning, match=r"did not converge(.|\n)*stability_"):
-        noise_model = GroupICA(N_SOURCES, n_restarts=10, max_iter=200).fit(noise_subjects())
-    assert noise_model.stability_.mean() < 0.8, noise_model.stability_
-    assert noise_model.stability_.mean() < model.stability_.min() - 0.15
+        for seed in range(5, 11):
+            noise_model = GroupICA(N_SOURCES, n_restarts=10, max_iter=200).fit(
+                noise_subjects(seed=seed)
+            )
+            noise_stability.append(noise_model.stability_)
+    assert np.mean(noise_stability) < 0.8, noise_stability
+    assert np.mean(noise_stability) < model.stability_.min() - 0.15
     assert noise_model.icasso_.labels.shape == (10, N_SOURCES)
 
 

@@ -183,6 +183,8 @@ def test_methods_cite_what_they_name(fabricated):
     for name in ("Threshold-free cluster enhancement", "Grad-CAM++", "Sanity checks"):
         assert any(name in r for r in references), name
     assert "100 permutations" in methods and "4 components" in methods
+    # The default MIGP dimension, min(2T - 1, 15 K), in words with K = 4.
+    assert "MELODIC's default, and 60)" in methods
 
 
 def test_warnings_section_lists_input_and_log_warnings(fabricated):

@@ -83,6 +83,7 @@ def migp(
     subjects: Sequence[SubjectSource],
     n_components: int | None = None,
     *,
+    default_cap: int | None = None,
     random_state: int | np.random.Generator | None = 0,
     dtype: type = np.float32,
     progress: bool = False,
@@ -128,6 +129,11 @@ def migp(
         ``m``, the number of eigenvectors kept (MELODIC's ``--migpN``).
         Default ``2 T - 1`` with ``T`` the number of volumes of the first
         subject in MIGP order (MELODIC's default), capped at the rank of the data.
+    default_cap : int or None, default=None
+        Upper bound on the default ``m`` (the default becomes
+        ``min(2 T - 1, default_cap)``); ignored when ``n_components`` is given.
+        :class:`rsxai.ica.GroupICA` sets it from the number of ICA components,
+        so that the work per subject stops growing with ``T^2`` on long runs.
     random_state : int, numpy Generator or None, default=0
         Seeds the random order of the subjects.
     dtype : numpy float type, default=numpy.float32
@@ -146,15 +152,14 @@ def migp(
     n_subjects = len(subjects)
     if n_subjects == 0:
         raise InputError("subjects is empty; give at least one subject's (T, V) data.")
-    if n_components is not None and (
-        isinstance(n_components, bool)
-        or not isinstance(n_components, (int, np.integer))
-        or n_components < 1
+    for name, value in (
+        ("migp_dim (MIGP's n_components)", n_components),
+        ("default_cap", default_cap),
     ):
-        raise InputError(
-            f"migp_dim (MIGP's n_components) must be None or an integer >= 1; "
-            f"got {n_components!r}."
-        )
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+        ):
+            raise InputError(f"{name} must be None or an integer >= 1; got {value!r}.")
     rng = np.random.default_rng(random_state)
     order = rng.permutation(n_subjects)
 
@@ -173,7 +178,14 @@ def migp(
         n_volumes = raw.shape[0]
         if pending is None:
             n_voxels = raw.shape[1]
-            m = int(n_components) if n_components is not None else 2 * n_volumes - 1
+            if n_components is not None:
+                m = int(n_components)
+            else:
+                m = (
+                    2 * n_volumes - 1
+                    if default_cap is None
+                    else min(2 * n_volumes - 1, default_cap)
+                )
             m = min(m, n_voxels)
             piece_rows = min(m, n_volumes)
             # Pages of rows never written are never touched: no memory.

@@ -159,7 +159,8 @@ class NetworkMaps:
     n_restarts : int, default=10
         FastICA restarts for the stability estimate.
     migp_dim : int or None
-        MIGP internal dimension (default 2 T - 1).
+        MIGP internal dimension (default ``min(2 T - 1, 15 K)``; see
+        :class:`rsxai.ica.GroupICA`).
     des_norm : bool, default=True
         Variance-normalise stage-1 time courses before stage 2 (FSL's default).
     random_state : int, default=0

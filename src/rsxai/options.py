@@ -194,7 +194,8 @@ _DATA_OPTIONS: tuple[Option, ...] = (
         "ica",
         "migp_dim",
         None,
-        "MIGP internal dimension (default: 2 x volumes - 1).",
+        "MIGP internal dimension (default: the smaller of 2 x volumes - 1, MELODIC's, "
+        "and 15 x components).",
         "--migp-dim",
         nullable=True,
         kind=int,
