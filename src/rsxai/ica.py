@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from numbers import Integral, Real
 
 import numpy as np
-from scipy import linalg
 
 from rsxai.dual_regression import spatial_regression
 from rsxai.estimator_params import ConstructorParams
 from rsxai.exceptions import ICAConvergenceWarning, InputError, NotFittedError
-from rsxai.ica_stability import FASTICA_FUNS, fastica_restarts, icasso_stability
+from rsxai.ica_stability import FASTICA_FUNS, fastica_restarts, icasso_stability, whiten
 from rsxai.migp import migp
 from rsxai.migp_subjects import SubjectSource
 from rsxai.pca_dimension import estimate_n_components
@@ -35,7 +34,7 @@ _RELATIVE_EIGENVALUE_FLOOR = 1e-5
 # Default MIGP dimension per ICA component: m = min(2 T - 1, 15 K), because
 # MELODIC's 2 T - 1 costs work growing with T^2 and memory with T for no gain
 # in the top K components. Against the exact concatenation PCA of a hard
-# synthetic cohort (flat spectrum, 1,900 true dimensions; session 6 notes),
+# synthetic cohort (flat spectrum, 1,900 true dimensions; benchmarks/migp_dimension.py),
 # m = 15 K kept the top-K space within 1.2-1.4 degrees at T = 150 and 300,
 # as MELODIC's default does at T = 150; 10 K gave 3-4 and 5 K 23 degrees.
 MIGP_DIM_PER_COMPONENT = 15
@@ -43,35 +42,6 @@ MIGP_DIM_PER_COMPONENT = 15
 
 def _is_int(value) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _whiten(pca_maps: np.ndarray) -> np.ndarray:
-    """Rows of unit variance, uncorrelated, spanning the rows of ``pca_maps``.
-
-    ``sqrt(V) * U'`` for the SVD ``pca_maps' = U S E'`` (left singular vectors
-    as rows), computed as ``S^-1 E' pca_maps`` from the eigendecomposition of
-    the small Gram matrix ``pca_maps pca_maps' = E S^2 E'`` rather than by an
-    SVD of the (V, K) matrix, whose workspace would be several (V, K) arrays.
-    The rows are the group PCA maps (MIGP rows are orthogonal already, so the
-    Gram matrix is well conditioned), each row's sign set so that its largest
-    absolute value is positive.
-
-    Parameters
-    ----------
-    pca_maps : ndarray of shape (K, V), float64
-        Rows demeaned across voxels, linearly independent.
-
-    Returns
-    -------
-    ndarray of shape (K, V), float64
-    """
-    n_voxels = pca_maps.shape[1]
-    eigenvalues, eigenvectors = linalg.eigh(pca_maps @ pca_maps.T)
-    eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
-    whitened = (eigenvectors / np.sqrt(eigenvalues / n_voxels)).T @ pca_maps
-    largest = np.argmax(np.abs(whitened), axis=1)
-    whitened *= np.sign(whitened[np.arange(whitened.shape[0]), largest])[:, None]
-    return whitened
 
 
 class GroupICA(ConstructorParams):
@@ -318,7 +288,7 @@ class GroupICA(ConstructorParams):
         pca_maps -= pca_maps.mean(axis=1, keepdims=True)
         # FastICA's products run in float32 (see symmetric_fastica): half the
         # memory traffic of the (K, V) products that are its whole cost.
-        signals = _whiten(pca_maps).astype(np.float32)
+        signals = whiten(pca_maps).astype(np.float32)
         seeds = rng.integers(0, 2**31 - 1, size=self.n_restarts)
         unmixings, self.n_iter_, converged = fastica_restarts(
             signals, seeds, fun=self.fun, max_iter=self.max_iter, tol=self.tol, n_jobs=self.n_jobs

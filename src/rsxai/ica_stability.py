@@ -7,9 +7,9 @@ between them, and scores each cluster by how tight and how isolated it is:
 a component that every restart finds again forms a tight cluster far from the
 others; a component that is an artefact of one start does not.
 
-:func:`fastica_restarts` runs symmetric FastICA (Hyvärinen 1999) on already
-whitened data from several seeds, :func:`icasso_stability` clusters the
-estimates.
+:func:`whiten` prepares the group PCA maps, :func:`fastica_restarts` runs
+symmetric FastICA (Hyvärinen 1999) on them from several seeds,
+:func:`icasso_stability` clusters the estimates.
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ from threadpoolctl import threadpool_limits
 
 from rsxai.exceptions import InputError
 
-__all__ = ["StabilityResult", "fastica_restarts", "icasso_stability", "symmetric_fastica"]
+__all__ = [
+    "StabilityResult",
+    "fastica_restarts",
+    "icasso_stability",
+    "symmetric_fastica",
+    "whiten",
+]
 
 FASTICA_FUNS = ("cube", "logcosh", "exp")
 # Samples (voxels) per block of a FastICA iteration.
@@ -37,6 +43,35 @@ _SAMPLE_BLOCK = 2048
 # u = W x and returns g(u) and, per row, the sum of g'(u) over the block (None
 # for the cube, whose mean g'(u) = 3 mean(u^2) comes exactly from the K x K
 # covariance of the signals; see _fastica_iterations).
+
+
+def whiten(pca_maps: np.ndarray) -> np.ndarray:
+    """Rows of unit variance, uncorrelated, spanning the rows of ``pca_maps``.
+
+    ``sqrt(V) * U'`` for the SVD ``pca_maps' = U S E'`` (left singular vectors
+    as rows), computed as ``S^-1 E' pca_maps`` from the eigendecomposition of
+    the small Gram matrix ``pca_maps pca_maps' = E S^2 E'`` rather than by an
+    SVD of the (V, K) matrix, whose workspace would be several (V, K) arrays.
+    The rows are the group PCA maps (MIGP rows are orthogonal already, so the
+    Gram matrix is well conditioned), each row's sign set so that its largest
+    absolute value is positive.
+
+    Parameters
+    ----------
+    pca_maps : ndarray of shape (K, V), float64
+        Rows demeaned across voxels, linearly independent.
+
+    Returns
+    -------
+    ndarray of shape (K, V), float64
+    """
+    n_voxels = pca_maps.shape[1]
+    eigenvalues, eigenvectors = linalg.eigh(pca_maps @ pca_maps.T)
+    eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
+    whitened = (eigenvectors / np.sqrt(eigenvalues / n_voxels)).T @ pca_maps
+    largest = np.argmax(np.abs(whitened), axis=1)
+    whitened *= np.sign(whitened[np.arange(whitened.shape[0]), largest])[:, None]
+    return whitened
 
 
 def _cube(projections: np.ndarray) -> tuple[np.ndarray, None]:
