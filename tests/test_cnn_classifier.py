@@ -176,6 +176,7 @@ def test_train_cnn_keeps_the_best_validation_weights_and_respects_patience(effec
         y[30:],
         max_epochs=25,
         patience=4,
+        start_from_epoch=0,
         device="cpu",
     )
     n = history.n_epochs
@@ -204,6 +205,54 @@ def test_train_cnn_keeps_the_best_validation_weights_and_respects_patience(effec
     assert history.volumes_per_second > 0
 
 
+def _flipped_validation_fit(start_from_epoch, max_epochs=12, patience=3):
+    """A fit whose validation loss is lowest at epoch 0: the validation labels are flipped.
+
+    Training learns the planted blob, so the better the model, the worse it
+    does on validation subjects whose labels are the other way round.
+    """
+    X, y, _ = planted_maps(40, 4.0, seed=2)
+    volumes = maps_to_volumes(X, MASK)
+    with reproducible(0, torch.device("cpu")):
+        model = build_model(in_shape=volumes.shape[2:], n_blocks=2)
+    history = train_cnn(
+        model,
+        volumes[:30],
+        y[:30],
+        volumes[30:],
+        1 - y[30:],
+        max_epochs=max_epochs,
+        patience=patience,
+        start_from_epoch=start_from_epoch,
+        device="cpu",
+    )
+    with torch.no_grad():
+        logits = model(torch.from_numpy(volumes[30:]))
+    restored_loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(1 - y[30:]))
+    return history, restored_loss.item()
+
+
+def test_warm_up_never_restores_an_early_epoch_even_when_its_validation_loss_is_lowest():
+    # Without a warm-up, epoch 0 is restored and training stops `patience` epochs later.
+    history, _ = _flipped_validation_fit(start_from_epoch=0)
+    assert history.best_epoch == int(np.argmin(history.val_loss)) == 0
+    assert history.stopped_early and history.n_epochs == 0 + 3 + 1
+    # With a warm-up of 4 epochs, the best of epochs 4.. is restored although
+    # epochs 0..3 had a lower validation loss, and patience counts from epoch 4.
+    history, restored_loss = _flipped_validation_fit(start_from_epoch=4)
+    best = history.best_epoch
+    assert best >= 4
+    assert best == 4 + int(np.argmin(history.val_loss[4:]))
+    assert min(history.val_loss[:4]) < history.val_loss[best]
+    assert history.stopped_early and history.n_epochs == best + 3 + 1 >= 4 + 3 + 1
+    assert restored_loss == pytest.approx(history.val_loss[best], rel=1e-4)
+    assert history.to_frame().loc[lambda frame: frame["best"], "epoch"].item() == best + 1
+    # A warm-up as long as training: every epoch is run and the last one kept.
+    history, restored_loss = _flipped_validation_fit(start_from_epoch=20, max_epochs=5)
+    assert (history.n_epochs, history.best_epoch, history.stopped_early) == (5, 4, False)
+    assert restored_loss == pytest.approx(history.val_loss[4], rel=1e-4)
+
+
 def test_train_cnn_rejects_bad_inputs():
     volumes = np.zeros((4, 1, 8, 8, 8), dtype=np.float32)
     model = build_model(in_shape=(8, 8, 8), n_blocks=1)
@@ -212,9 +261,18 @@ def test_train_cnn_rejects_bad_inputs():
     with pytest.raises(InputError, match="X_train must have shape"):
         train_cnn(model, volumes[:, 0], np.array([0, 1, 0, 1]), device="cpu")
     with pytest.raises(InputError) as raised:
-        train_cnn(model, volumes, [0, 1, 0, 1], max_epochs=0, learning_rate=-1, device="cpu")
+        train_cnn(
+            model,
+            volumes,
+            [0, 1, 0, 1],
+            max_epochs=0,
+            learning_rate=-1,
+            start_from_epoch=-1,
+            device="cpu",
+        )
     assert "max_epochs must be an integer >= 1; got 0" in str(raised.value)
     assert "learning_rate must be a finite number > 0; got -1" in str(raised.value)
+    assert "start_from_epoch must be an integer >= 0; got -1" in str(raised.value)
 
 
 def test_devices_and_scoped_determinism():
@@ -316,6 +374,15 @@ def test_fitted_state_and_network_input():
     np.testing.assert_allclose(clf.decision_function(X), logits[:, 1] - logits[:, 0], atol=1e-6)
     # 24 subjects, validation_fraction 0.2: 5 held out, stratified.
     assert (clf.history_.n_train, clf.history_.n_val) == (19, 5)
+    # The default warm-up (10 epochs) is longer than these 2 epochs: the last is kept.
+    assert clf.history_.best_epoch == 1
+    # A warm-up of 2 given to the classifier reaches train_cnn: without signal
+    # it stops early (with the default warm-up it would run all 8 epochs).
+    X_noise, y_noise, _ = planted_maps(24, 0.0, seed=3)
+    clf.set_params(max_epochs=8, start_from_epoch=2, patience=1)
+    history = clf.fit(X_noise, y_noise).history_
+    assert history.best_epoch == 2 + int(np.argmin(history.val_loss[2:]))
+    assert history.stopped_early and history.n_epochs == history.best_epoch + 1 + 1
     # Without validation: every epoch is run on every subject and the last one is kept.
     clf = CNNClassifier(MASK, n_blocks=2, max_epochs=3, validation_fraction=0, device="cpu")
     history = clf.fit(X, y).history_
@@ -340,6 +407,7 @@ def test_clone_and_get_params():
         "learning_rate",
         "weight_decay",
         "patience",
+        "start_from_epoch",
         "validation_fraction",
         "shift_voxels",
         "noise_sd",
@@ -356,6 +424,8 @@ def test_clone_and_get_params():
         ({"random_state": None}, "random_state must be a non-negative integer; got None"),
         ({"width": 0}, "width must be an integer from 1 to 256; got 0"),
         ({"patience": 0}, "patience must be an integer >= 1; got 0"),
+        ({"start_from_epoch": 2.5}, "start_from_epoch must be an integer >= 0; got 2.5"),
+        ({"start_from_epoch": True}, "start_from_epoch must be an integer >= 0; got True"),
         ({"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got 'gpu'"),
         ({"n_threads": 0}, "n_threads must be None or an integer >= 1; got 0"),
     ],

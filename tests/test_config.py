@@ -84,3 +84,18 @@ def test_the_readme_configuration_example_is_valid(tmp_path):
     example.write_text(readme.split("```toml\n", 1)[1].split("```", 1)[0], encoding="utf-8")
     config = resolve_config(load_config_file(example))
     assert config.stats.tfce_connectivity == 6 and config.classify.cv_scope == "fold"
+
+
+def test_cnn_training_options_reach_the_classifier():
+    import numpy as np
+
+    from rsxai.classifier_options import cnn_estimator
+
+    config = resolve_config(
+        {}, {"classify.cnn_patience": 4, "classify.cnn_start_from_epoch": 3, "run.random_seed": 5}
+    )
+    model = cnn_estimator(config, np.ones((4, 4, 4), dtype=bool))
+    assert (model.patience, model.start_from_epoch, model.random_state) == (4, 3, 5)
+    assert resolve_config().classify.cnn_start_from_epoch == 10  # the classifier's default
+    with pytest.raises(InputError, match="cnn_start_from_epoch"):
+        resolve_config({}, {"classify.cnn_start_from_epoch": -1})

@@ -45,6 +45,7 @@ def cnn_estimator(config: Config, mask: np.ndarray):
         dropout=options.cnn_dropout,
         max_epochs=options.cnn_epochs,
         patience=options.cnn_patience,
+        start_from_epoch=options.cnn_start_from_epoch,
         batch_size=options.cnn_batch_size,
         learning_rate=options.cnn_learning_rate,
         weight_decay=options.cnn_weight_decay,

@@ -43,6 +43,7 @@ _TRAINING_PARAMS = (
     "learning_rate",
     "weight_decay",
     "patience",
+    "start_from_epoch",
     "shift_voxels",
     "noise_sd",
 )
@@ -84,6 +85,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     learning_rate : float, default=1e-3
     weight_decay : float, default=1e-2
     patience : int, default=10
+    start_from_epoch : int, default=10
+        Early-stopping warm-up: the weights kept come from epoch
+        ``start_from_epoch`` (0-based) or later.
     shift_voxels : int, default=2
     noise_sd : float, default=0.1
         Training; see :func:`rsxai.cnn_training.train_cnn`.
@@ -135,6 +139,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-2,
         patience: int = 10,
+        start_from_epoch: int = 10,
         shift_voxels: int = 2,
         noise_sd: float = 0.1,
         validation_fraction: float = 0.2,
@@ -154,6 +159,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.patience = patience
+        self.start_from_epoch = start_from_epoch
         self.shift_voxels = shift_voxels
         self.noise_sd = noise_sd
         self.validation_fraction = validation_fraction
@@ -253,6 +259,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 learning_rate=self.learning_rate,
                 weight_decay=self.weight_decay,
                 patience=self.patience,
+                start_from_epoch=self.start_from_epoch,
                 shift_voxels=self.shift_voxels,
                 noise_sd=self.noise_sd,
                 input_mask=mask[crop_box(mask)],

@@ -4,10 +4,11 @@ One call of :func:`train_cnn` trains one model on one training set (one
 cross-validation fold): AdamW, cross-entropy weighted so that each class
 counts equally, mild augmentation of the training batches only, and early
 stopping on a validation set that the caller takes from the training fold
-(never from the test subjects). Everything random draws from generators
-seeded by ``seed``, and PyTorch's deterministic algorithms are switched on
-for the duration (:func:`rsxai.torch_runtime.reproducible`), so that the same
-seed gives bitwise the same model on the same CPU. Device, seed, determinism
+(never from the test subjects), after a warm-up of ``start_from_epoch``
+epochs. Everything random draws from generators seeded by ``seed``, and
+PyTorch's deterministic algorithms are switched on for the duration
+(:func:`rsxai.torch_runtime.reproducible`), so that the same seed gives
+bitwise the same model on the same CPU. Device, seed, determinism
 and thread handling live in :mod:`rsxai.torch_runtime`; ``torch_threads``
 stays importable from here for :mod:`rsxai.explain`.
 """
@@ -155,9 +156,10 @@ def hyperparameter_problems(**values) -> list[str]:
         value = values.get(name, 1)
         if not (isinstance(value, Integral) and not isinstance(value, bool) and value >= 1):
             problems.append(f"{name} must be an integer >= 1; got {value!r}.")
-    value = values.get("shift_voxels", 0)
-    if not (isinstance(value, Integral) and not isinstance(value, bool) and value >= 0):
-        problems.append(f"shift_voxels must be an integer >= 0; got {value!r}.")
+    for name in ("start_from_epoch", "shift_voxels"):
+        value = values.get(name, 0)
+        if not (isinstance(value, Integral) and not isinstance(value, bool) and value >= 0):
+            problems.append(f"{name} must be an integer >= 0; got {value!r}.")
     for name, positive in (("learning_rate", True), ("weight_decay", False), ("noise_sd", False)):
         value = values.get(name, 1.0)
         ok = isinstance(value, Real) and not isinstance(value, bool) and np.isfinite(value)
@@ -191,6 +193,7 @@ def train_cnn(
     learning_rate: float = 1e-3,
     weight_decay: float = 1e-2,
     patience: int = 10,
+    start_from_epoch: int = 10,
     shift_voxels: int = 2,
     noise_sd: float = 0.1,
     input_mask: np.ndarray | None = None,
@@ -205,10 +208,11 @@ def train_cnn(
     each class counts equally whatever the group sizes. Each epoch visits the
     training volumes once in a random order, augmented by
     :func:`augment_volumes`; validation volumes are never augmented. With a
-    validation set, training stops once the validation loss (weighted the
-    same way) has not improved for ``patience`` epochs, and the weights of
-    the epoch with the lowest validation loss are restored; without one, all
-    ``max_epochs`` epochs are run and the last weights kept.
+    validation set, the weights of the epoch with the lowest validation loss
+    (weighted the same way) from epoch ``start_from_epoch`` (0-based) on are
+    restored, and training stops once that loss has not improved for
+    ``patience`` epochs; without one, all ``max_epochs`` epochs are run and
+    the last weights kept.
 
     Parameters
     ----------
@@ -227,6 +231,17 @@ def train_cnn(
     weight_decay : float, default=1e-2
     patience : int, default=10
         Epochs without a lower validation loss before stopping.
+    start_from_epoch : int, default=10
+        Warm-up: epochs 0 .. ``start_from_epoch - 1`` are never restored and
+        do not count towards ``patience`` (like Keras'
+        ``EarlyStopping(start_from_epoch=...)``), so ``best_epoch >=
+        start_from_epoch`` and at least ``start_from_epoch + patience + 1``
+        epochs are run (all of them, and the last one kept, when
+        ``max_epochs <= start_from_epoch``). The validation loss of a small
+        validation set (about 10 subjects) is noisy while it still sits near
+        chance in the first epochs: without a warm-up, 12 of 75 fits on
+        simulated 60-subject cohorts restored weights of epochs 0 to 4 and
+        classified at chance.
     shift_voxels : int, default=2
         Largest random shift per axis for augmentation (0: none).
     noise_sd : float, default=0.1
@@ -250,6 +265,7 @@ def train_cnn(
         max_epochs=max_epochs,
         batch_size=batch_size,
         patience=patience,
+        start_from_epoch=start_from_epoch,
         shift_voxels=shift_voxels,
         learning_rate=learning_rate,
         weight_decay=weight_decay,
@@ -308,6 +324,7 @@ def train_cnn(
             lr=float(learning_rate),
         )
         best_loss, best_state = np.inf, None
+        first_candidate = min(int(start_from_epoch), max_epochs - 1)
         for epoch in range(max_epochs):
             epoch_start = time.perf_counter()
             model.train()
@@ -338,6 +355,8 @@ def train_cnn(
             val_loss, val_accuracy = _weighted_loss(model, x_val, t_val, weights, batch_size)
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_accuracy)
+            if epoch < first_candidate:
+                continue
             if val_loss < best_loss:
                 best_loss, history.best_epoch = val_loss, epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

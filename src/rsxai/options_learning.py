@@ -82,6 +82,15 @@ LEARNING_OPTIONS: tuple[Option, ...] = (
         "--cnn-patience",
         minimum=1,
     ),
+    Option(
+        "classify",
+        "cnn_start_from_epoch",
+        10,
+        "Warm-up epochs that early stopping may not restore (their noisy validation loss "
+        "otherwise picked near-untrained weights in about 1 fit in 6).",
+        "--cnn-start-from-epoch",
+        minimum=0,
+    ),
     Option("classify", "cnn_batch_size", 8, "Training batch size.", "--cnn-batch-size", minimum=1),
     Option(
         "classify",
