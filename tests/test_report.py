@@ -183,8 +183,6 @@ def test_methods_cite_what_they_name(fabricated):
     for name in ("Threshold-free cluster enhancement", "Grad-CAM++", "Sanity checks"):
         assert any(name in r for r in references), name
     assert "100 permutations" in methods and "4 components" in methods
-    # The default MIGP dimension, min(2T - 1, 15 K), in words with K = 4.
-    assert "MELODIC's default, and 60)" in methods
 
 
 def test_warnings_section_lists_input_and_log_warnings(fabricated):
@@ -390,6 +388,10 @@ def test_report_of_a_real_run(real_run):
             assert f"{entry['peak_t']:.3g}" in statistics, network
     methods = sections["methods"]
     assert "6 components" in methods and "50 permutations" in methods
+    # The MIGP dimension the defaults came to, min(2T - 1, 15 K), as recorded by the run.
+    migp_dim = summary["group_ica"]["migp_dim"]
+    assert summary["group_ica"]["n_components"] == 6 and migp_dim <= 15 * 6
+    assert f"internal dimension {migp_dim})" in methods
     assert "8.0 mm isotropic" in methods
     for _, data in embedded_images(html):
         assert len(data) > 100

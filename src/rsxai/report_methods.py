@@ -14,7 +14,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from rsxai.ica import MIGP_DIM_PER_COMPONENT
 from rsxai.report_html import details, escape, format_number, guarded, paragraph, table
 from rsxai.report_references import METHOD_REFERENCES, Citations
 
@@ -143,14 +142,6 @@ def _preprocessing(folder: ReportFolder, cite: Citations) -> str:
     return paragraph(text + ".")
 
 
-def _default_migp_dim(n_components) -> str:
-    """The words for :class:`rsxai.ica.GroupICA`'s default MIGP dimension."""
-    melodic = "twice the number of volumes minus one, MELODIC's default"
-    if n_components == "auto":
-        return melodic
-    return f"the smaller of {melodic}, and {MIGP_DIM_PER_COMPONENT * int(n_components)}"
-
-
 def _ica(folder: ReportFolder, cite: Citations) -> str:
     ica, networks = folder.config.get("ica"), folder.config.get("networks", {})
     if not ica or "networks" not in folder.summary:
@@ -169,17 +160,20 @@ def _ica(folder: ReportFolder, cite: Citations) -> str:
         )
     else:
         k = ica.get("n_components")
+        # What the run recorded; older outputs lack it (their MIGP default was 2T - 1).
+        fitted = folder.summary.get("group_ica", {})
         dimension = (
             f"a dimension estimated by Laplace PPCA{cite('minka2000')}"
+            + (f" ({fitted['n_components']} components)" if "n_components" in fitted else "")
             if k == "auto"
             else f"{k} components"
         )
-        migp = ica.get("migp_dim")
+        migp = ica.get("migp_dim") or fitted.get("migp_dim")
         text = (
             "Group spatial ICA followed MELODIC's recipe"
             f"{cite('beckmann2004')}: participants' data were reduced by MIGP group "
             f"PCA{cite('smith2014')} (internal dimension "
-            f"{escape(migp) if migp else _default_migp_dim(k)}), then "
+            f"{escape(migp) if migp else 'twice the number of volumes minus one'}), then "
             f"unmixed into {dimension} by symmetric FastICA{cite('hyvarinen1999')}, restarted "
             f"{ica.get('n_restarts')} times from random starts; the most typical run was kept and "
             f"each component's stability is the ICASSO index Iq{cite('himberg2004')}. Maps were "

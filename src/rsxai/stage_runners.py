@@ -176,6 +176,14 @@ def run_ica(context: RunContext) -> list[Path]:
         table["stability"] = model.ica_.stability_
         table["explained_variance"] = model.ica_.explained_variance_ratio_  # component order
     table_path = write_tsv(output_path(out_dir, "components_table"), table)
+    if model.ica_ is not None:  # what the defaults came to, for the methods text
+        context.summary.update(
+            "group_ica",
+            {
+                "n_components": int(model.ica_.n_components_),
+                "migp_dim": int(model.ica_.migp_components_.shape[0]),
+            },
+        )
     selection = {
         name: {"component": index, "r": float(model.labels_.selected_r[name])}
         for name, index in model.network_components_.items()
