@@ -32,11 +32,12 @@ _FUNS = FASTICA_FUNS
 # (the working matrix is float32).
 _RELATIVE_EIGENVALUE_FLOOR = 1e-5
 # Default MIGP dimension per ICA component: m = min(2 T - 1, 15 K), because
-# MELODIC's 2 T - 1 costs work growing with T^2 and memory with T for no gain
-# in the top K components. Against the exact concatenation PCA of a hard
-# synthetic cohort (flat spectrum, 1,900 true dimensions; benchmarks/migp_dimension.py),
-# m = 15 K kept the top-K space within 1.2-1.4 degrees at T = 150 and 300,
-# as MELODIC's default does at T = 150; 10 K gave 3-4 and 5 K 23 degrees.
+# MELODIC's 2 T - 1 costs work growing with T^2 and memory with T. Against the
+# exact concatenation PCA of a hard synthetic cohort (flat spectrum, 1,900
+# true dimensions; benchmarks/migp_dimension.py), m = 15 K = 300 kept the
+# top-K space within 1.1 degrees at T = 300 and 600 (MELODIC's m: 0.3 and
+# 0.1 degrees at 2 and 4 times the time), closer than MELODIC's own default
+# at T = 150 (1.6 degrees); 10 K gave 2-5 and 5 K 16-22 degrees.
 MIGP_DIM_PER_COMPONENT = 15
 
 
