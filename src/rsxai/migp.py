@@ -5,7 +5,7 @@ MIGP (MELODIC's Incremental Group-PCA; Smith et al. 2014, *NeuroImage*
 concatenation of all subjects without ever holding that concatenation:
 subjects are visited in random order, and each one's normalised rows are
 stacked under a working matrix ``W`` of ``m`` rows; whenever the stack
-exceeds ``2 m`` rows it is reduced to its top ``m`` eigen-time-series
+reaches ``2 m`` rows it is reduced to its top ``m`` eigen-time-series
 ``U' [W; Y_1; Y_2; ...]``. Subjects may be given as arrays or as zero-argument
 callables that load them, so only one subject is in memory at a time.
 
@@ -66,8 +66,8 @@ class MIGPResult:
         ``min(sum(T_s - 1), V)`` (temporal demeaning removes one dimension per subject).
     peak_rows : int
         Largest number of rows stacked and decomposed together: the ``m``
-        rows of ``W`` and at most ``m + min(m, T)`` rows under it (``T`` the
-        volumes of the first subject). The result holds ``m`` rows.
+        rows of ``W`` and at most ``m - 1 + min(m, T)`` rows under it (``T``
+        the volumes of the first subject). The result holds ``m`` rows.
     """
 
     components: np.ndarray
@@ -92,7 +92,7 @@ def migp(
 
     Each subject is demeaned in time and variance-normalised voxel by voxel,
     and its rows are stacked under the working matrix ``W``; whenever the
-    stack exceeds ``2 m`` rows, it is replaced by ``U' [W; Y_1; Y_2; ...]``,
+    stack reaches ``2 m`` rows, it is replaced by ``U' [W; Y_1; Y_2; ...]``,
     ``U`` the top ``m`` eigenvectors of its Gram matrix. This is Smith et
     al.'s (2014) algorithm with ``m`` MELODIC's ``--migpN``: with the default
     ``m = 2 T - 1``, two subjects are stacked under ``W`` per reduction. A
@@ -201,10 +201,15 @@ def migp(
             _add_rows_to_gram(gram, above, pending[:n_pending], new)
             n_pending += new.shape[0]
             peak_rows = max(peak_rows, n_working + n_pending)
-            # Reduced when the stack exceeds 2m rows (the first time: when the
-            # rows under a W still empty exceed m, so that W is allocated next
-            # to no more rows than later stacks hold).
-            if n_pending > m:
+            # Reduced once the stack holds 2m rows (the first time: once the
+            # rows under a W still empty reach m, so that W is allocated next
+            # to no more rows than later stacks hold). "Reaches", not MELODIC's
+            # "exceeds": with runs of exactly m volumes (T = 15 K, where
+            # GroupICA's default m stops following 2T - 1) "exceeds" would
+            # stack two subjects, 3m rows, where one makes 2m, for the same
+            # work per row (m^2 V per reduction shared by more rows, but the
+            # products with W grow with them).
+            if n_pending >= m:
                 if working is None:
                     working = np.empty((m, n_voxels), dtype=dtype)
                 n_working = _reduce(working, n_working, pending[:n_pending], gram, m)
