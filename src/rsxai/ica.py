@@ -37,7 +37,7 @@ _RELATIVE_EIGENVALUE_FLOOR = 1e-5
 # true dimensions; benchmarks/migp_dimension.py), m = 15 K = 300 kept the
 # top-K space within 1.1 degrees at T = 300 and 600 (MELODIC's m: 0.3 and
 # 0.1 degrees at 2 and 4 times the time), closer than MELODIC's own default
-# at T = 150 (1.6 degrees); 10 K gave 2-5 and 5 K 16-22 degrees.
+# at T = 150 (1.6 degrees); 10 K gave 2-5 and 5 K 10-22 degrees.
 MIGP_DIM_PER_COMPONENT = 15
 
 
