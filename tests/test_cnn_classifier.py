@@ -162,12 +162,18 @@ def test_augmentation_shifts_with_zero_fill_adds_noise_in_mask_and_never_flips()
     assert torch.equal(again, same)
 
 
-@pytest.mark.parametrize("effect", [0.0, 4.0])
-def test_train_cnn_keeps_the_best_validation_weights_and_respects_patience(effect):
+def _planted_volumes_and_model(effect):
+    """40 planted maps as CNN volumes, their labels, and a fresh 2-block model (seeded)."""
     X, y, _ = planted_maps(40, effect, seed=2)
     volumes = maps_to_volumes(X, MASK)
     with reproducible(0, torch.device("cpu")):
         model = build_model(in_shape=volumes.shape[2:], n_blocks=2)
+    return volumes, y, model
+
+
+@pytest.mark.parametrize("effect", [0.0, 4.0])
+def test_train_cnn_keeps_the_best_validation_weights_and_respects_patience(effect):
+    volumes, y, model = _planted_volumes_and_model(effect)
     history = train_cnn(
         model,
         volumes[:30],
@@ -211,10 +217,7 @@ def _flipped_validation_fit(start_from_epoch, max_epochs=12, patience=3):
     Training learns the planted blob, so the better the model, the worse it
     does on validation subjects whose labels are the other way round.
     """
-    X, y, _ = planted_maps(40, 4.0, seed=2)
-    volumes = maps_to_volumes(X, MASK)
-    with reproducible(0, torch.device("cpu")):
-        model = build_model(in_shape=volumes.shape[2:], n_blocks=2)
+    volumes, y, model = _planted_volumes_and_model(4.0)
     history = train_cnn(
         model,
         volumes[:30],
