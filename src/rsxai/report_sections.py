@@ -166,8 +166,9 @@ def _component_table(folder: ReportFolder) -> str:
             f"Every group ICA component: glass brain where |z| > {COMPONENT_Z_THRESHOLD} (one "
             f"colour scale, |z| up to {format_number(vmax)}), the best-matching template and "
             "its spatial correlation r, the runner-up, the ICASSO stability Iq (1: found "
-            "identically from every start) and the share of variance explained. Highlighted: "
-            "components analysed as networks."
+            "identically from every start; a high Iq alone does not prove a component is "
+            "signal: on pure noise, rsxai's tests measured 0.4 to 1.0) and the share of "
+            "variance explained. Highlighted: components analysed as networks."
         ),
         raw_columns=["map"],
         formats={
