@@ -20,5 +20,6 @@ also runs alone (``python -m benchmarks.group_ica``) and takes ``--quick``:
 
 Helpers: :mod:`benchmarks.cohort` (the simulated cohort, made once and kept),
 :mod:`benchmarks.measurement` (child processes, peak memory, machine description),
+:mod:`benchmarks.process_sampling` (the memory of a command's process tree),
 :mod:`benchmarks.fwe_agreement` (FWE p-values compared within Monte-Carlo error).
 """

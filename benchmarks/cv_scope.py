@@ -47,7 +47,8 @@ from pathlib import Path
 
 from benchmarks.cohort import prepare_cohort
 from benchmarks.demo import _write_config
-from benchmarks.measurement import benchmark_parser, emit, sample_command, window_peaks
+from benchmarks.measurement import benchmark_parser, emit
+from benchmarks.process_sampling import sample_command, window_peaks
 from benchmarks.scale import rsxai_command, stage_windows, table_cell
 
 #: Issue 5: classify-stage time in fold scope over that in cohort scope.

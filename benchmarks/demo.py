@@ -31,7 +31,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks.measurement import benchmark_parser, emit, sample_command, window_peaks
+from benchmarks.measurement import benchmark_parser, emit
+from benchmarks.process_sampling import sample_command, window_peaks
 from benchmarks.scale import phase_table, rsxai_command, stage_windows, table_cell
 
 QUICK_SIMULATION = ["--n-patients", "6", "--n-controls", "6", "--n-volumes", "60"]

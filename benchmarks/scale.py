@@ -14,7 +14,7 @@ group ICA's peak memory between 60 and 600 subjects.
 
 Memory is that of the whole process tree (the ``rsxai`` process and joblib's
 loky workers), sampled every 0.2 s by
-:func:`benchmarks.measurement.sample_command`: the sum of the processes'
+:func:`benchmarks.process_sampling.sample_command`: the sum of the processes'
 PSS (proportional set size: a page shared by n processes, e.g. of a
 memory-mapped file or inherited at fork, counts 1/n in each, so the sum is
 what the tree occupies) and, beside it, of their anonymous PSS (without
@@ -44,7 +44,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks.measurement import benchmark_parser, emit, sample_command, window_peaks
+from benchmarks.measurement import benchmark_parser, emit
+from benchmarks.process_sampling import sample_command, window_peaks
 from benchmarks.scale_cohort import SIZES, first_of_each_group, prepare_scale_cohort
 
 #: Issue 8: peak memory of the 600-subject run, 4 GB (10^9 bytes) in MiB.

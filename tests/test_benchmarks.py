@@ -34,7 +34,7 @@ def test_signal_cleaning_benchmark_reports_its_fields():
 
 
 def test_sample_command_adds_up_the_memory_of_a_process_tree():
-    from benchmarks.measurement import sample_command, window_peaks
+    from benchmarks.process_sampling import sample_command, window_peaks
 
     # The command starts two child processes that each hold 150 MiB of their own
     # (written, so resident) for a second; the tree's PSS must count both.
@@ -65,7 +65,7 @@ def test_sample_command_adds_up_the_memory_of_a_process_tree():
 
 
 def test_sample_command_reports_a_failing_command():
-    from benchmarks.measurement import sample_command
+    from benchmarks.process_sampling import sample_command
 
     with pytest.raises(RuntimeError, match="exit 3"):
         sample_command([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
