@@ -35,7 +35,7 @@ _RELATIVE_EIGENVALUE_FLOOR = 1e-5
 # MELODIC's 2 T - 1 costs work growing with T^2 and memory with T. Against the
 # exact concatenation PCA of a hard synthetic cohort (flat spectrum, 1,900
 # true dimensions; benchmarks/migp_dimension.py), m = 15 K = 300 kept the
-# top-K space within 1.1 degrees at T = 300 and 600 (MELODIC's m: 0.3 and
+# top-K space within 1.2 degrees at T = 300 and 600 (MELODIC's m: 0.3 and
 # 0.1 degrees at 2 and 4 times the time), closer than MELODIC's own default
 # at T = 150 (1.6 degrees); 10 K gave 2-5 and 5 K 10-22 degrees.
 MIGP_DIM_PER_COMPONENT = 15
@@ -72,7 +72,7 @@ class GroupICA(ConstructorParams):
         ``min(2 T - 1, 15 K)`` (``T`` the volumes of the first subject, ``K``
         an integer ``n_components``; MELODIC's ``2 T - 1`` with ``"auto"``),
         capped by the rank of the data: ``2 T - 1`` grows MIGP's work with
-        ``T^2`` and gains nothing in the top ``K`` components (see
+        ``T^2`` for a small gain in the top ``K`` components (see
         ``MIGP_DIM_PER_COMPONENT``). Give ``2 T - 1`` for MELODIC's value.
         MIGP holds at most ``2 m + T`` rows of ``V`` voxels (float32) and one
         subject in memory, and keeps ``m`` rows.
