@@ -3,18 +3,18 @@
 Two CNNs explain 60 volumes of the shape the classifier receives at 4 mm:
 one channel over the bounding box of the MNI brain mask on the 4 mm grid
 (``Grid(mni_brain_mask(4), affine).bounding_box()``: 36 x 45 x 39), which is
-how :mod:`rsxai.cnn_inputs` crops the maps; random weights, evaluation mode:
+how :mod:`rsxai.cnn.inputs` crops the maps; random weights, evaluation mode:
 
 - ``full-resolution``: three blocks of 3x3x3 convolution (the first on the
   input grid), batch normalisation, ReLU and 2x2x2 max pooling, 8, 16 and 32
   channels, global average pooling and a linear layer to two classes: the
   costlier kind of model, whose first layer runs at full resolution;
-- ``MapCNN3D``: rsxai's default classifier (:func:`rsxai.models.build_model`
+- ``MapCNN3D``: rsxai's default classifier (:func:`rsxai.cnn.architectures.build_model`
   ``("cnn3d")``: a stride-2 stem, three blocks, a linear head).
 
-:func:`rsxai.attribution.attribute` runs at its defaults (SmoothGrad 16
+:func:`rsxai.explain.attribution.attribute` runs at its defaults (SmoothGrad 16
 samples, Integrated Gradients 16 steps, batch size 8, Grad-CAM and Grad-CAM++
-at the default layer, :func:`rsxai.gradcam.default_target_layer`, which
+at the default layer, :func:`rsxai.explain.gradcam.default_target_layer`, which
 depends on the input shape: the layer and its feature maps' spatial shape
 are reported), once for the predicted class and once for the patient
 class (class 1), as the explain stage does. Everything runs in a fresh
@@ -87,7 +87,7 @@ def layer_spatial_shape(model, layer: str, shape: tuple[int, ...]) -> list[int]:
     """Spatial shape of ``layer``'s output for one input volume of spatial ``shape``."""
     import torch
 
-    from rsxai.model_hooks import resolve_layer
+    from rsxai.explain.model_hooks import resolve_layer
 
     seen = []
     handle = resolve_layer(model, layer).register_forward_hook(
@@ -107,7 +107,7 @@ def _build(name: str, shape: tuple[int, ...], seed: int):
     torch.manual_seed(seed)
     if name == "full-resolution":
         return full_resolution_cnn()
-    from rsxai.models import build_model
+    from rsxai.cnn.architectures import build_model
 
     return build_model("cnn3d", in_shape=shape).eval()
 
@@ -118,8 +118,8 @@ def time_methods(n_inputs: int, shape: list[int], threads: int = 2, seed: int = 
     import torch
     from scipy.ndimage import gaussian_filter
 
-    from rsxai.attribution import METHODS, attribute
-    from rsxai.gradcam import default_target_layer
+    from rsxai.explain.attribution import METHODS, attribute
+    from rsxai.explain.gradcam import default_target_layer
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
@@ -194,7 +194,7 @@ def markdown(result: dict) -> str:
         f"{VOXEL_SIZE:g} mm grid, the CNN's input shape at that voxel size (the analysis mask "
         "is the MNI mask intersected with the subjects' masks, so a real cohort's box can be a "
         "few voxels smaller); random weights, evaluation mode; "
-        "`rsxai.attribution.attribute` at its defaults (SmoothGrad 16 samples, Integrated "
+        "`rsxai.explain.attribution.attribute` at its defaults (SmoothGrad 16 samples, Integrated "
         "Gradients 16 steps, batch size 8), for the predicted class and for the patient class; "
         "one fresh process per torch thread setting; each time is one call on all volumes, "
         "after a warm-up call.",
@@ -205,7 +205,7 @@ def markdown(result: dict) -> str:
         "- MapCNN3D: rsxai's default classifier (`build_model('cnn3d')`: stride-2 stem, 3 "
         f"blocks, linear head on the flattened maps; {ours['n_parameters']:,} parameters); "
         f"Grad-CAM layer `{ours['layer']}` ({_shape(ours)} feature maps).",
-        "- Grad-CAM layer: `rsxai.gradcam.default_target_layer` for this input shape (the "
+        "- Grad-CAM layer: `rsxai.explain.gradcam.default_target_layer` for this input shape (the "
         "deepest layer with at least 10 voxels per axis); its maps are upsampled to the input.",
         "- CPU time is the process's, all threads together. Load averages (1, 5, 15 min) are "
         "taken before and after each process (after includes it); on a busy machine "

@@ -5,7 +5,7 @@ a weak group difference planted in 1,000 voxels, 29,000 voxels (the 4 mm
 brain mask), float32; outer CV: ``StratifiedKFold(10, shuffle=True,
 random_state=0)``. For each baseline (linear SVM, L2 logistic regression):
 
-- rsxai: :func:`rsxai.baselines.permutation_scores` with
+- rsxai: :func:`rsxai.classify.baselines.permutation_scores` with
   ``LinearBaseline(kind)`` defaults (6 relative Cs, 5 inner folds) and 1,000
   label permutations within folds plus the observed labels, ``n_jobs=2``;
 - scikit-learn: the same procedure for the observed labels only, on the
@@ -54,7 +54,7 @@ def sklearn_cross_validation(kind: str, X: np.ndarray, y: np.ndarray, folds) -> 
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    from rsxai.baselines import DEFAULT_CS
+    from rsxai.classify.baselines import DEFAULT_CS
 
     decision = np.empty(y.size)
     for train, test in folds:
@@ -86,7 +86,7 @@ def compare(
     """Time the permutation test and one scikit-learn cross-validation for each kind."""
     from sklearn.model_selection import StratifiedKFold
 
-    from rsxai.baselines import LinearBaseline, permutation_scores
+    from rsxai.classify.baselines import LinearBaseline, permutation_scores
 
     X, y = simulated_maps(n_voxels, seed)
     folds = list(StratifiedKFold(N_FOLDS, shuffle=True, random_state=0).split(X, y))

@@ -5,7 +5,7 @@ Data: synthetic subject maps on the real 4 mm MNI brain mask
 "network" blob plus spatially smooth noise (Gaussian, sigma one voxel), with
 the maps of one group lowered by ``EFFECT`` within-subject standard
 deviations in a sphere of radius 3 voxels (12 mm, about 80 voxels); 30 + 30
-subjects. The classifier is :class:`rsxai.cnn_classifier.CNNClassifier` with
+subjects. The classifier is :class:`rsxai.cnn.classifier.CNNClassifier` with
 its defaults (3 blocks, width 8, at most 40 epochs, patience 10, 20 % of the
 training subjects held out for early stopping).
 
@@ -17,7 +17,7 @@ child, which torch follows):
   best of 5 (2 * 2048**3 FLOPs each) — the arithmetic limit;
 - training FLOPs per volume: forward and backward multiply-adds (x2) of the
   convolutions and the linear layer, from their shapes
-  (:func:`rsxai.model_cost.flops_per_volume` with ``training=True``);
+  (:func:`rsxai.cnn.cost.flops_per_volume` with ``training=True``);
 - throughput: volumes through forward + backward + AdamW step per second,
   54 training volumes (one fold of 10-fold CV on 60), 10 epochs without
   validation, best of ``repeats`` runs; achieved GFLOP/s = throughput x
@@ -86,10 +86,10 @@ def measure(
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    from rsxai.cnn_classifier import CNNClassifier
-    from rsxai.cnn_inputs import maps_to_volumes
+    from rsxai.cnn.classifier import CNNClassifier
+    from rsxai.cnn.cost import count_parameters, flops_per_volume
+    from rsxai.cnn.inputs import maps_to_volumes
     from rsxai.grid import mni_brain_mask
-    from rsxai.model_cost import count_parameters, flops_per_volume
 
     mask = np.asarray(mni_brain_mask(4))
     X, y = synthetic_maps(mask)

@@ -4,7 +4,7 @@ Both get the same preprocessed data (``rsxai run --stop-after preprocess`` on
 the simulated cohort: confounds regressed, detrended, band-passed, z-scored,
 on the common brain mask) and the same number of components:
 
-- rsxai: :class:`rsxai.ica.GroupICA` with its defaults (MIGP, 10 FastICA
+- rsxai: :class:`rsxai.decomposition.group_ica.GroupICA` with its defaults (MIGP, 10 FastICA
   restarts with ICASSO, cube non-linearity), reading the float32 ``.npy``
   files the pipeline caches, memory-mapped, one subject at a time;
 - nilearn: :class:`nilearn.decomposition.CanICA` with ``threshold=None``,
@@ -71,7 +71,7 @@ def fit_rsxai(files: list[str], output: str, n_jobs: int = 1) -> dict:
     """Child process: GroupICA on memory-mapped subjects; components saved to ``output``."""
     import warnings
 
-    from rsxai.ica import GroupICA
+    from rsxai.decomposition.group_ica import GroupICA
 
     loaders = [lambda path=path: np.load(path, mmap_mode="r") for path in files]
     model = GroupICA(N_COMPONENTS, random_state=0, n_jobs=n_jobs)

@@ -1,6 +1,6 @@
 """How exact is MIGP's group PCA at each internal dimension m, and what does m cost?
 
-:class:`rsxai.ica.GroupICA` keeps ``m = min(2 T - 1, 15 K)`` MIGP rows by
+:class:`rsxai.decomposition.group_ica.GroupICA` keeps ``m = min(2 T - 1, 15 K)`` MIGP rows by
 default (MELODIC keeps ``2 T - 1``). This benchmark measures what that choice
 gives up: the top-``K`` group PCA space of MIGP against the exact PCA of the
 temporal concatenation of all subjects, at MELODIC's ``m``, at the default and
@@ -157,9 +157,9 @@ def run(*, quick: bool = False, run_lengths: tuple[int, ...] | None = None) -> d
 
 
 def _run(quick: bool, run_lengths: tuple[int, ...] | None) -> dict:
+    from rsxai.decomposition.group_ica import MIGP_DIM_PER_COMPONENT
+    from rsxai.decomposition.group_pca import migp
     from rsxai.grid import mni_brain_mask
-    from rsxai.ica import MIGP_DIM_PER_COMPONENT
-    from rsxai.migp import migp
 
     size = QUICK if quick else FULL
     mask = mni_brain_mask(size["voxel_size"])

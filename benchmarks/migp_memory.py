@@ -2,7 +2,7 @@
 
 MIGP keeps a working matrix of ``m`` rows of ``V`` voxels, at most ``m + T``
 more rows stacked under it, and one subject at a time, so the peak memory of
-:class:`rsxai.ica.GroupICA` should not grow with the cohort. Simulating and
+:class:`rsxai.decomposition.group_ica.GroupICA` should not grow with the cohort. Simulating and
 preprocessing 600 subjects would take long and tens of GB of disk, so this
 benchmark feeds GroupICA
 *synthetic* subjects of the benchmark cohort's shape (150 volumes x 26,582
@@ -41,7 +41,7 @@ def synthetic_subject(index: int, n_volumes: int, n_voxels: int, seed: int = 0) 
 
 def fit_synthetic(n_subjects: int, n_volumes: int, n_voxels: int) -> dict:
     """Child process: GroupICA on ``n_subjects`` synthetic subjects made on demand."""
-    from rsxai.ica import GroupICA
+    from rsxai.decomposition.group_ica import GroupICA
 
     loaders = [
         lambda index=index: synthetic_subject(index, n_volumes, n_voxels)

@@ -62,7 +62,11 @@ def rsxai_command() -> list[str]:
     script = Path(sys.executable).with_name("rsxai")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from rsxai.cli import main; sys.exit(main())"]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from rsxai.cli import main; sys.exit(main())",
+    ]
 
 
 def _folder_bytes(folder: Path) -> int:

@@ -23,7 +23,7 @@ class InputError(ValueError):
 
 
 class ICAConvergenceWarning(UserWarning):
-    """FastICA did not converge in some restarts of group ICA (:class:`rsxai.ica.GroupICA`).
+    """FastICA did not converge in some restarts of :class:`rsxai.decomposition.GroupICA`.
 
     Expected when some components are noise; their ICASSO stability tells
     which. rsxai's own class rather than scikit-learn's ``ConvergenceWarning``
@@ -37,5 +37,5 @@ class NotFittedError(ValueError, AttributeError):
 
     The same bases as scikit-learn's ``NotFittedError``, so ``except
     ValueError`` and ``except AttributeError`` catch both; rsxai's own for
-    the models that do not import scikit-learn (:class:`rsxai.ica.GroupICA`).
+    the models that do not import scikit-learn (:class:`rsxai.decomposition.GroupICA`).
     """

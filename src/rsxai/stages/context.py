@@ -1,0 +1,55 @@
+"""What every stage receives (:class:`RunContext`) and what a stage is (:class:`Stage`).
+
+Below every stage module, so that the stages and :mod:`rsxai.pipeline`, which
+orders them, never import each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rsxai.cohort.cohort import Cohort
+from rsxai.cohort.fsl_dual_regression import FSLDualRegression
+from rsxai.config.resolve import Config
+from rsxai.outputs import Summary
+
+
+@dataclass
+class RunContext:
+    """What a stage receives: the configuration, the cohort and the output folder."""
+
+    config: Config
+    cohort: Cohort
+    out_dir: Path
+    summary: Summary
+    progress: bool = True
+    stage_keys: dict[str, str] = field(default_factory=dict)
+    current_key: str = ""
+    #: The FSL dual_regression folder the network maps come from (None: made by this run).
+    fsl: FSLDualRegression | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`rsxai.config.STAGES`.
+    function : callable
+        ``function(context) -> list of Path`` runs the stage and returns the
+        outputs it wrote (relative to the output folder or absolute).
+    sections : tuple of str
+        Configuration sections whose values change the stage's outputs.
+    uses_design : bool
+        Whether the outputs depend on who is in which group (and the
+        covariates): then a relabelled cohort redoes the stage.
+    """
+
+    name: str
+    function: Callable[[RunContext], list[Path]]
+    sections: tuple[str, ...]
+    uses_design: bool = False

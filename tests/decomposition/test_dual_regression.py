@@ -1,0 +1,229 @@
+"""Tests for rsxai.decomposition.regression against FSL's two fsl_glm steps written out in NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from threadpoolctl import threadpool_limits
+
+from rsxai.decomposition.regression import (
+    _TABLE_MIN_SIZE,
+    _TABLE_T_MAX,
+    DualRegressionResult,
+    _t_to_z,
+    dual_regression,
+)
+from rsxai.exceptions import InputError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_blas_thread():
+    """One BLAS thread: on a small shared machine OpenBLAS threads contend and run 10x slower."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def fsl_dual_regression_reference(group_maps, data, des_norm=True):
+    """FSL's dual_regression stages as literal formulas (float64, pinv, per voxel loop)."""
+    group_maps = np.asarray(group_maps, dtype=np.float64)
+    data = np.asarray(data, dtype=np.float64)
+    n_volumes, n_maps = data.shape[0], group_maps.shape[0]
+
+    # Stage 1: fsl_glm -i data -d group_maps --demean; voxels are the observations.
+    x1 = (group_maps - group_maps.mean(axis=1, keepdims=True)).T  # (V, K)
+    y1 = (data - data.mean(axis=1, keepdims=True)).T  # (V, T)
+    timecourses = (np.linalg.pinv(x1) @ y1).T  # (T, K)
+
+    # Stage 2: fsl_glm -i data -d tc --demean [--des_norm]; time points are the observations.
+    x2 = timecourses - timecourses.mean(axis=0)
+    if des_norm:
+        x2 = x2 / x2.std(axis=0, ddof=1)
+    x2_pinv = np.linalg.pinv(x2)
+    covariance = np.linalg.inv(x2.T @ x2)
+    dof = n_volumes - n_maps - 1
+    maps = np.empty((n_maps, data.shape[1]))
+    t_maps = np.empty_like(maps)
+    for voxel in range(data.shape[1]):
+        y = data[:, voxel] - data[:, voxel].mean()
+        beta = x2_pinv @ y
+        residuals = y - x2 @ beta
+        sigma2 = residuals @ residuals / dof
+        maps[:, voxel] = beta
+        t_maps[:, voxel] = beta / np.sqrt(sigma2 * np.diag(covariance))
+    return timecourses, maps, t_maps, dof
+
+
+def same_tail_z(t, dof):
+    """Z with the tail probability of t, evaluated on the upper tail for accuracy.
+
+    ``norm.isf(t.sf(t))`` for negative t goes through ``sf`` close to 1 and
+    loses digits; the t and normal distributions are symmetric, so the
+    upper tail of |t| is used.
+    """
+    return np.sign(t) * stats.norm.isf(stats.t.sf(np.abs(t), dof))
+
+
+def planted_subject(rng, n_volumes=120, n_voxels=600, n_maps=4, noise=1.0):
+    """Group maps, a subject's own maps (group maps perturbed) and their time courses."""
+    group_maps = np.zeros((n_maps, n_voxels))
+    for k in range(n_maps):
+        support = rng.choice(n_voxels, n_voxels // 8, replace=False)
+        group_maps[k, support] = rng.gamma(2.0, 1.0, support.size)
+    subject_maps = group_maps * rng.uniform(0.5, 1.5, group_maps.shape)
+    timecourses = rng.standard_normal((n_volumes, n_maps))
+    data = timecourses @ subject_maps + noise * rng.standard_normal((n_volumes, n_voxels))
+    return group_maps, subject_maps, timecourses, data
+
+
+@pytest.mark.parametrize("des_norm", [True, False])
+def test_matches_literal_fsl_glm_formulas(des_norm):
+    rng = np.random.default_rng(0)
+    group_maps, _, _, data = planted_subject(rng, n_volumes=60, n_voxels=300)
+    # Non-zero spatial and temporal means, which both stages must remove.
+    data = data + rng.normal(5.0, 1.0, (1, data.shape[1])) + rng.normal(0, 1.0, (60, 1))
+    group_maps = group_maps + 0.3
+    result = dual_regression(group_maps, data.astype(np.float32), des_norm=des_norm)
+    ref_tc, ref_maps, ref_t, ref_dof = fsl_dual_regression_reference(
+        group_maps, data.astype(np.float32), des_norm=des_norm
+    )
+    assert isinstance(result, DualRegressionResult)
+    assert result.dof == ref_dof == 60 - 4 - 1
+    assert result.timecourses.shape == (60, 4)
+    assert result.maps.shape == result.z_maps.shape == (4, 300)
+    assert result.maps.dtype == result.z_maps.dtype == result.timecourses.dtype == np.float32
+    np.testing.assert_allclose(result.timecourses, ref_tc, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(result.maps, ref_maps, rtol=1e-6, atol=1e-6)
+    ref_z = same_tail_z(ref_t, ref_dof)
+    np.testing.assert_allclose(result.z_maps, ref_z, rtol=1e-6, atol=1e-6)
+
+
+def test_des_norm_makes_maps_invariant_to_group_map_scale():
+    rng = np.random.default_rng(1)
+    group_maps, _, _, data = planted_subject(rng)
+    base = dual_regression(group_maps, data)
+    scaled_all = dual_regression(7.5 * group_maps, data)
+    one_scaled = group_maps.copy()
+    one_scaled[2] *= 0.01
+    scaled_one = dual_regression(one_scaled, data)
+    for other in (scaled_all, scaled_one):
+        np.testing.assert_allclose(other.maps, base.maps, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(other.z_maps, base.z_maps, rtol=1e-4, atol=1e-5)
+    # The time courses themselves do follow the scale (inversely).
+    np.testing.assert_allclose(scaled_all.timecourses * 7.5, base.timecourses, rtol=1e-4)
+
+
+def test_without_des_norm_maps_scale_inversely_with_timecourses():
+    rng = np.random.default_rng(2)
+    group_maps, _, _, data = planted_subject(rng)
+    base = dual_regression(group_maps, data, des_norm=False)
+    scaled = dual_regression(4.0 * group_maps, data, des_norm=False)
+    # Maps 4x larger -> time courses 4x smaller -> stage-2 maps 4x larger.
+    np.testing.assert_allclose(scaled.timecourses, base.timecourses / 4.0, rtol=1e-4)
+    np.testing.assert_allclose(scaled.maps, base.maps * 4.0, rtol=1e-4, atol=1e-6)
+    # Z does not depend on the regressor scale at all.
+    np.testing.assert_allclose(scaled.z_maps, base.z_maps, rtol=1e-4, atol=1e-5)
+    with_norm = dual_regression(group_maps, data, des_norm=True)
+    assert not np.allclose(with_norm.maps, base.maps, rtol=1e-2)
+
+
+def test_t_to_z_matches_scipy_and_stays_finite():
+    dof = 37
+    t = np.linspace(-12, 12, 241)
+    np.testing.assert_allclose(_t_to_z(t, dof), same_tail_z(t, dof), rtol=1e-9, atol=1e-9)
+    # For positive t the plain formula is exact enough to compare directly.
+    positive = t > 0
+    np.testing.assert_allclose(
+        _t_to_z(t[positive], dof),
+        stats.norm.isf(stats.t.sf(t[positive], dof)),
+        rtol=1e-9,
+    )
+    huge = np.array([1e3, 1e8, 1e30, 1e150, 1e300, -1e300])
+    z = _t_to_z(huge, dof)
+    assert np.all(np.isfinite(z))
+    # Monotone in t, symmetric, and far beyond anything naive isf(sf) can reach (~38).
+    assert np.all(np.diff(z[:5]) > 0)
+    assert z[5] == -z[4]
+    assert z[2] > 38
+    # Continuity across the switch to the closed-form tail.
+    t_grid = np.geomspace(20, 2000, 400)
+    z_grid = _t_to_z(t_grid, 150)
+    assert np.all(np.diff(z_grid) > 0)
+    assert np.max(np.abs(np.diff(z_grid))) < 0.5
+    assert np.all(_t_to_z(np.array([np.inf, -np.inf]), dof) == [np.inf, -np.inf])
+
+
+@pytest.mark.parametrize("dof", [1, 4, 37, 129, 5000])
+def test_t_to_z_table_for_large_arrays_matches_scipy(dof):
+    # Arrays of _TABLE_MIN_SIZE values or more go through the piecewise cubic table
+    # for |t| < _TABLE_T_MAX, and the exact conversion elsewhere.
+    rng = np.random.default_rng(dof)
+    t = np.concatenate(
+        [
+            rng.standard_normal(20_000) * 3,
+            rng.uniform(-_TABLE_T_MAX - 5, _TABLE_T_MAX + 5, 20_000),
+            np.linspace(-1e-6, 1e-6, 101),  # around 0, where Z ~ t
+            np.nextafter(_TABLE_T_MAX, 0) * np.array([1.0, -1.0]),  # the table's last step
+        ]
+    )
+    assert t.size >= _TABLE_MIN_SIZE
+    reference = same_tail_z(t, dof)
+    finite = np.isfinite(reference)  # isf(sf) overflows far out; _t_to_z does not
+    np.testing.assert_allclose(_t_to_z(t, dof)[finite], reference[finite], rtol=1e-9, atol=1e-9)
+    # Fewer values than _TABLE_MIN_SIZE are converted exactly: both ways agree.
+    np.testing.assert_allclose(_t_to_z(t, dof)[:5000], _t_to_z(t[:5000], dof), atol=1e-9)
+    special_values = np.array([np.inf, -np.inf, 1e300, 0.0])
+    large = np.concatenate([t, special_values])
+    np.testing.assert_array_equal(_t_to_z(large, dof)[-4:], _t_to_z(special_values, dof))
+    assert np.isnan(_t_to_z(np.concatenate([t, [np.nan]]), dof)[-1])
+
+
+def test_recovers_planted_subject_maps_and_null_voxels_are_calibrated():
+    rng = np.random.default_rng(3)
+    n_voxels, n_maps = 2000, 4
+    group_maps, subject_maps, timecourses, data = planted_subject(
+        rng, n_volumes=200, n_voxels=n_voxels, n_maps=n_maps, noise=1.0
+    )
+    result = dual_regression(group_maps, data)
+    for k in range(n_maps):
+        assert np.corrcoef(result.maps[k], subject_maps[k])[0, 1] > 0.9
+        assert abs(np.corrcoef(result.timecourses[:, k], timecourses[:, k])[0, 1]) > 0.9
+    # The subject's own maps are recovered better than the group template it started from.
+    r_subject = np.corrcoef(result.maps[0], subject_maps[0])[0, 1]
+    r_group = np.corrcoef(result.maps[0], group_maps[0])[0, 1]
+    assert r_subject > r_group
+    # Where nothing was planted, Z behaves as N(0, 1): about 5% beyond ±1.96.
+    null = subject_maps == 0
+    null_z = result.z_maps[null]
+    assert abs(null_z.mean()) < 0.05
+    assert 0.9 < null_z.std() < 1.1
+    assert 0.03 < np.mean(np.abs(null_z) > 1.96) < 0.07
+    # Where signal was planted, Z is large.
+    assert np.median(result.z_maps[~null]) > 5
+
+
+def test_constant_voxel_gets_zero_z():
+    rng = np.random.default_rng(4)
+    group_maps, _, _, data = planted_subject(rng, n_volumes=50, n_voxels=200)
+    data[:, 10] = 3.0
+    result = dual_regression(group_maps, data)
+    assert np.all(result.maps[:, 10] == 0)
+    assert np.all(result.z_maps[:, 10] == 0)
+    assert np.all(np.isfinite(result.z_maps))
+
+
+def test_errors_name_the_parameter_and_the_problem():
+    rng = np.random.default_rng(5)
+    group_maps, _, _, data = planted_subject(rng, n_volumes=30, n_voxels=100)
+    with pytest.raises(InputError, match=r"group_maps has 100 voxels but subject_data has 99"):
+        dual_regression(group_maps, data[:, :99])
+    with pytest.raises(InputError, match=r"subject_data must be a 2D array"):
+        dual_regression(group_maps, data[0])
+    bad = data.copy()
+    bad[3, 4] = np.nan
+    with pytest.raises(InputError, match=r"subject_data contains 1 NaN"):
+        dual_regression(group_maps, bad)
+    with pytest.raises(InputError, match=r"T > K \+ 1.*at least 6 volumes"):
+        dual_regression(group_maps, data[:5])
+    with pytest.raises(InputError, match=r"group_maps must hold real numbers"):
+        dual_regression(group_maps.astype(complex), data)
