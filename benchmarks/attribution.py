@@ -87,7 +87,7 @@ def layer_spatial_shape(model, layer: str, shape: tuple[int, ...]) -> list[int]:
     """Spatial shape of ``layer``'s output for one input volume of spatial ``shape``."""
     import torch
 
-    from rsxai.explain.model_hooks import resolve_layer
+    from rsxai.explain import resolve_layer
 
     seen = []
     handle = resolve_layer(model, layer).register_forward_hook(
@@ -107,7 +107,7 @@ def _build(name: str, shape: tuple[int, ...], seed: int):
     torch.manual_seed(seed)
     if name == "full-resolution":
         return full_resolution_cnn()
-    from rsxai.cnn.architectures import build_model
+    from rsxai.cnn import build_model
 
     return build_model("cnn3d", in_shape=shape).eval()
 
@@ -118,8 +118,7 @@ def time_methods(n_inputs: int, shape: list[int], threads: int = 2, seed: int = 
     import torch
     from scipy.ndimage import gaussian_filter
 
-    from rsxai.explain.attribution import METHODS, attribute
-    from rsxai.explain.gradcam import default_target_layer
+    from rsxai.explain import METHODS, attribute, default_target_layer
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)

@@ -54,7 +54,7 @@ def sklearn_cross_validation(kind: str, X: np.ndarray, y: np.ndarray, folds) -> 
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    from rsxai.classify.baselines import DEFAULT_CS
+    from rsxai.classify import DEFAULT_CS
 
     decision = np.empty(y.size)
     for train, test in folds:
@@ -86,7 +86,7 @@ def compare(
     """Time the permutation test and one scikit-learn cross-validation for each kind."""
     from sklearn.model_selection import StratifiedKFold
 
-    from rsxai.classify.baselines import LinearBaseline, permutation_scores
+    from rsxai.classify import LinearBaseline, permutation_scores
 
     X, y = simulated_maps(n_voxels, seed)
     folds = list(StratifiedKFold(N_FOLDS, shuffle=True, random_state=0).split(X, y))

@@ -86,9 +86,7 @@ def measure(
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    from rsxai.cnn.classifier import CNNClassifier
-    from rsxai.cnn.cost import count_parameters, flops_per_volume
-    from rsxai.cnn.inputs import maps_to_volumes
+    from rsxai.cnn import CNNClassifier, count_parameters, flops_per_volume, maps_to_volumes
     from rsxai.grid import mni_brain_mask
 
     mask = np.asarray(mni_brain_mask(4))

@@ -62,7 +62,7 @@ class BenchmarkCohort:
     def planted_networks(self) -> np.ndarray:
         """The planted network maps on the common mask, shape (n_networks, V)."""
         from rsxai.grid import Grid
-        from rsxai.simulate.cohort import load_ground_truth
+        from rsxai.simulate import load_ground_truth
 
         grid = Grid.from_img(self.mask)
         networks = load_ground_truth(self.ground_truth_dir).networks
@@ -85,7 +85,7 @@ def prepare_cohort(
     preprocess``) exactly as a user would. A folder left half-written by an
     interrupted run is completed by running the commands again.
     """
-    from rsxai.cli.commands import main
+    from rsxai.cli import main
     from rsxai.outputs import output_path
 
     kind = {(False, False): "full", (True, False): "quick", (False, True): "long"}.get(
@@ -160,7 +160,7 @@ def planted_as_today(bids_dir: Path) -> bool:
     """
     from dataclasses import asdict
 
-    from rsxai.simulate.networks import DEFAULT_EFFECTS
+    from rsxai.simulate import DEFAULT_EFFECTS
 
     parameters = bids_dir / "ground_truth" / "parameters.json"
     if not parameters.exists():

@@ -153,7 +153,7 @@ def _classify(bids_dir: Path, out_dir: Path, config: Path, scope: str, n_jobs: i
 
 def run(data_dir: str | Path, *, quick: bool = False, n_jobs: int = 2) -> dict:
     """Time the classify stage in each scope on the benchmark cohort; accuracies of both."""
-    from rsxai.cli.commands import DEMO_SETTINGS
+    from rsxai.cli import DEMO_SETTINGS
 
     cohort = prepare_cohort(data_dir, quick=quick, n_jobs=n_jobs)
     settings = {

@@ -90,7 +90,7 @@ def _phases(measured: dict, data_dir: Path, results_dir: Path) -> dict[str, tupl
 
 def run(data_dir: str | Path, *, quick: bool = False, n_jobs: int = 2) -> dict:
     """Run the demo (or, with ``quick``, its small stand-in) once; times and peak memory."""
-    from rsxai.cli.commands import DEMO_SETTINGS
+    from rsxai.cli import DEMO_SETTINGS
 
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     load_before = [round(value, 2) for value in os.getloadavg()]

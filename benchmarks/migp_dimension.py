@@ -157,8 +157,7 @@ def run(*, quick: bool = False, run_lengths: tuple[int, ...] | None = None) -> d
 
 
 def _run(quick: bool, run_lengths: tuple[int, ...] | None) -> dict:
-    from rsxai.decomposition.group_ica import MIGP_DIM_PER_COMPONENT
-    from rsxai.decomposition.group_pca import migp
+    from rsxai.decomposition import MIGP_DIM_PER_COMPONENT, migp
     from rsxai.grid import mni_brain_mask
 
     size = QUICK if quick else FULL

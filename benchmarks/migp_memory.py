@@ -41,7 +41,7 @@ def synthetic_subject(index: int, n_volumes: int, n_voxels: int, seed: int = 0) 
 
 def fit_synthetic(n_subjects: int, n_volumes: int, n_voxels: int) -> dict:
     """Child process: GroupICA on ``n_subjects`` synthetic subjects made on demand."""
-    from rsxai.decomposition.group_ica import GroupICA
+    from rsxai.decomposition import GroupICA
 
     loaders = [
         lambda index=index: synthetic_subject(index, n_volumes, n_voxels)

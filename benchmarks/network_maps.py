@@ -51,7 +51,7 @@ OFF_GRID_SHAPE = (91, 109, 91)
 
 def _preprocessing_options(cohort: BenchmarkCohort) -> dict:
     """``prepare_subject`` keyword arguments as ``rsxai run`` derives them from its defaults."""
-    from rsxai.config.resolve import resolve_config
+    from rsxai.config import resolve_config
 
     options = resolve_config({"preprocess": {"voxel_size": cohort.size["voxel_size"]}}).preprocess
     return {
@@ -120,7 +120,7 @@ def _time_both(runs: list, prepare, group_maps: np.ndarray) -> tuple[float, floa
     """Seconds to read every BOLD file, and to prepare + dual-regress every subject."""
     import nibabel as nib
 
-    from rsxai.decomposition.regression import dual_regression
+    from rsxai.decomposition import dual_regression
 
     bold_files = [bold for subject_runs in runs for bold, _ in subject_runs]
     for path in bold_files:  # warm the page cache for both sides
@@ -142,10 +142,10 @@ def _time_both(runs: list, prepare, group_maps: np.ndarray) -> tuple[float, floa
 
 def run(data_dir: str | Path, *, quick: bool = False) -> dict:
     """Time both over all subjects of the cohort, then over a few at 2 mm; seconds and ratios."""
-    from rsxai.cohort.cohort import Cohort
-    from rsxai.decomposition.group_ica import GroupICA
+    from rsxai.cohort import Cohort
+    from rsxai.decomposition import GroupICA
     from rsxai.grid import Grid
-    from rsxai.preprocess.prepare import prepare_subject
+    from rsxai.preprocess import prepare_subject
 
     cohort_files = prepare_cohort(data_dir, quick=quick)
     cohort = Cohort.from_path(cohort_files.bids_dir)

@@ -150,7 +150,7 @@ def run_rsxai(voxel_size: float, n_permutations: int, n_jobs: int, output: str |
     """Child process: ``permutation_glm`` on the simulated maps; maps saved to ``output``."""
     from joblib.externals.loky import get_reusable_executor
 
-    from rsxai.stats.permutation import permutation_glm
+    from rsxai.stats import permutation_glm
 
     maps, groups, _, grid = simulated_maps(voxel_size)
     _reset_peak_rss()

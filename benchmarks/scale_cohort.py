@@ -56,7 +56,7 @@ def prepare_scale_cohort(data_dir: str | Path, *, quick: bool = False, n_jobs: i
     marks a complete cohort; a half-written one is simulated again.
     """
     from benchmarks.cohort import planted_as_today
-    from rsxai.simulate.cohort import simulate_cohort
+    from rsxai.simulate import simulate_cohort
 
     kind = "quick" if quick else "full"
     size = SIZES[kind]

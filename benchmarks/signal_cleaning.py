@@ -60,7 +60,7 @@ def compare(
     """
     from nilearn.signal import clean
 
-    from rsxai.preprocess.signal import clean_signals
+    from rsxai.preprocess import clean_signals
 
     signals = bold_like(n_volumes, n_voxels, seed)
     confounds = np.cumsum(

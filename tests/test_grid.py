@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,14 @@ def test_bad_values_are_refused():
         Grid(np.zeros((2, 2, 2), bool), np.eye(4))
     with pytest.raises(ValueError, match="voxel_size"):
         mni_grid(0)
+
+
+def test_deep_copy_is_an_equal_independent_grid():
+    # sklearn.base.clone deep-copies the grid of every NetworkMaps it clones.
+    grid = Grid.mni(8)
+    twin = copy.deepcopy(grid)
+    assert twin is not grid and twin.same_as(grid) and twin.n_voxels == grid.n_voxels
+    assert twin.mask is not grid.mask and twin.affine is not grid.affine
+    assert np.array_equal(twin.mask, grid.mask) and np.array_equal(twin.affine, grid.affine)
+    expected = f"<Grid shape={grid.shape}, {grid.n_voxels} voxels of 8 x 8 x 8 mm>"
+    assert repr(twin) == repr(grid) == expected

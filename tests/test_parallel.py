@@ -14,12 +14,12 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 import rsxai
-from rsxai.cli.commands import EXIT_INPUT_ERROR, _overrides, main
-from rsxai.cli.parser import build_parser
-from rsxai.config.resolve import resolve_config
+from rsxai.cli import EXIT_INPUT_ERROR, build_parser, main
+from rsxai.cli.commands import _overrides
+from rsxai.config import resolve_config
 from rsxai.exceptions import InputError
 from rsxai.parallel import execution_backend, with_n_jobs
-from rsxai.simulate.cohort import simulate_cohort
+from rsxai.simulate import simulate_cohort
 
 distributed = pytest.importorskip(
     "distributed", reason='Dask distributed is not installed (pip install "rsxai[dask]")'
@@ -265,8 +265,8 @@ def _arrays_of(value) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("offset", [1, 3])
 def test_permutation_batches_compute_on_aligned_arrays(offset, monkeypatch):
-    from rsxai.stats import max_statistic
-    from rsxai.stats.design import PermutedT, draw_permutations, group_design
+    from rsxai.stats import draw_permutations, group_design, max_statistic
+    from rsxai.stats.design import PermutedT
     from rsxai.stats.tfce import neighbour_table
 
     rng = np.random.default_rng(offset)
@@ -312,14 +312,15 @@ def test_permutation_batches_compute_on_aligned_arrays(offset, monkeypatch):
 
 @pytest.mark.parametrize("cv_scope", ["fold", "cohort"])
 def test_cross_validation_folds_compute_on_aligned_arrays(cv_scope, monkeypatch):
+    from sklearn.base import BaseEstimator
     from sklearn.linear_model import LogisticRegression
 
     from rsxai.classify import cross_validation as classify
-    from rsxai.classify.splits import make_splits
+    from rsxai.classify import make_splits
 
     computed_on: list[np.ndarray] = []
 
-    class CentredMeans:
+    class CentredMeans(BaseEstimator):
         """A feature step (fold scope): each subject's time average minus the training mean."""
 
         def fit(self, subjects):

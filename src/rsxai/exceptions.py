@@ -26,16 +26,6 @@ class ICAConvergenceWarning(UserWarning):
     """FastICA did not converge in some restarts of :class:`rsxai.decomposition.GroupICA`.
 
     Expected when some components are noise; their ICASSO stability tells
-    which. rsxai's own class rather than scikit-learn's ``ConvergenceWarning``
-    so that group ICA does not import scikit-learn (about 85 MiB of libraries
-    a group ICA alone does not need).
-    """
-
-
-class NotFittedError(ValueError, AttributeError):
-    """A model's result was asked for before ``fit``.
-
-    The same bases as scikit-learn's ``NotFittedError``, so ``except
-    ValueError`` and ``except AttributeError`` catch both; rsxai's own for
-    the models that do not import scikit-learn (:class:`rsxai.decomposition.GroupICA`).
+    which. rsxai's own class, so that these expected warnings can be filtered
+    without hiding scikit-learn's ``ConvergenceWarning`` from the classifiers.
     """

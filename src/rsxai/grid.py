@@ -49,6 +49,7 @@ def mni_grid(voxel_size: float) -> tuple[np.ndarray, tuple[int, int, int]]:
 @lru_cache(maxsize=8)
 def _mni_image_on_grid(kind: str, voxel_size: float) -> np.ndarray:
     # nilearn ships these templates, so nothing is downloaded at run time.
+    # Lazy: nilearn's image and plotting modules take about 1 s to import.
     from nilearn import datasets, image
 
     loaders = {
@@ -116,6 +117,11 @@ class Grid:
             raise ValueError(f"affine must be 4 x 4; got shape {self.affine.shape}.")
         if not self.mask.any():
             raise ValueError("mask is empty: no voxel is inside the brain.")
+
+    def __repr__(self) -> str:
+        # Short, for the repr of the estimators that take a grid (NetworkMaps).
+        size = " x ".join(f"{edge:g}" for edge in self.voxel_size)
+        return f"<Grid shape={self.shape}, {self.n_voxels} voxels of {size} mm>"
 
     @classmethod
     def from_img(cls, mask_img: nib.spatialimages.SpatialImage | str | Path) -> Grid:

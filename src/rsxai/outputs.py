@@ -21,6 +21,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from rsxai._version import __version__
 
@@ -292,8 +293,6 @@ def input_checksums(paths: list[Path], cache_path: Path, *, n_jobs: int = 1) -> 
     checksums : dict
         Resolved path (str) -> ``sha256:<hex>``.
     """
-    from joblib import Parallel, delayed
-
     cache: Mapping[str, Any] = read_json(cache_path) if cache_path.exists() else {}
     result: dict[str, str] = {}
     to_hash: list[tuple[str, str]] = []

@@ -34,18 +34,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
+import joblib
+import numpy as np
+
 from rsxai._version import __version__
+from rsxai._version import __version__ as version
+from rsxai.config import SECTIONS, Config
 from rsxai.exceptions import InputError
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from rsxai.config.resolve import Config
+    from rsxai.config import Config
 
 __all__ = [
     "cluster_client",
@@ -55,7 +61,7 @@ __all__ = [
     "with_n_jobs",
 ]
 
-logger = logging.getLogger("rsxai")
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -146,7 +152,6 @@ def execution_backend(
     if client is None and not dask_scheduler:
         yield n_jobs
         return
-    import joblib
 
     with contextlib.ExitStack() as stack:
         if client is None:
@@ -183,8 +188,6 @@ def with_n_jobs(config: Config, n_jobs: int) -> Config:
     -------
     Config
     """
-    from rsxai.config.resolve import SECTIONS, Config
-
     values = {name: dict(getattr(config, name)) for name in SECTIONS}
     values["run"]["n_jobs"] = n_jobs
     return Config(values)
@@ -209,7 +212,7 @@ def use_aligned_arrays() -> Callable[[], None]:
     undo : callable
         Restores the previous deserializer.
     """
-    import numpy as np
+    # Optional: Dask is the [dask] extra.
     from distributed.protocol import dask_deserialize
 
     previous = dask_deserialize.dispatch(np.ndarray)
@@ -254,10 +257,6 @@ def with_aligned_arrays(value: T) -> T:
         the array, or a shallow copy of the object whose misaligned array
         attributes are replaced by aligned copies (also for frozen dataclasses).
     """
-    import copy
-
-    import numpy as np
-
     if isinstance(value, np.ndarray):
         return value if value.flags.aligned else np.require(value, requirements="A")
     misaligned = {
@@ -280,6 +279,7 @@ def _aligned_arrays_plugin():
     The class is made here so that importing this module does not import
     ``distributed``; the workers find :func:`use_aligned_arrays` by reference.
     """
+    # Optional: Dask is the [dask] extra.
     from distributed import WorkerPlugin
 
     class AlignedArrays(WorkerPlugin):
@@ -292,6 +292,7 @@ def _aligned_arrays_plugin():
 def _connect(address: str, connect_timeout: float, worker_timeout: float):
     """A ``distributed.Client`` of the scheduler at ``address`` with at least one worker."""
     try:
+        # Optional: Dask is the [dask] extra.
         from distributed import Client
     except ImportError:
         raise InputError(
@@ -353,13 +354,12 @@ def _connect(address: str, connect_timeout: float, worker_timeout: float):
 
 def _rsxai_version() -> str:
     """The rsxai version of the process this runs in (called on every worker)."""
-    from rsxai._version import __version__ as version
-
     return version
 
 
 async def _identity(address: str, timeout: float) -> dict:
     """The ``identity`` reply of the server at ``address``, within ``timeout`` seconds."""
+    # Optional: Dask is the [dask] extra.
     from distributed.comm import connect
 
     async def ask() -> dict:

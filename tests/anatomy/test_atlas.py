@@ -11,14 +11,8 @@ import pandas as pd
 import pytest
 
 from rsxai.anatomy import atlas as atlas_module
-from rsxai.anatomy.atlas import (
-    MIN_PROBABILITY,
-    NO_LABEL,
-    atlas_data_dir,
-    grid_labels,
-    label_coordinates,
-    load_atlas,
-)
+from rsxai.anatomy import atlas_data_dir, label_coordinates, load_atlas
+from rsxai.anatomy.atlas import MIN_PROBABILITY, NO_LABEL, grid_labels
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid, mni_grid
 

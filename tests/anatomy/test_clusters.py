@@ -9,8 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from rsxai.anatomy.atlas import NO_LABEL, grid_labels, label_coordinates
-from rsxai.anatomy.clusters import cluster_columns, cluster_table, top_regions
+from rsxai.anatomy import cluster_table, label_coordinates, top_regions
+from rsxai.anatomy.atlas import NO_LABEL, grid_labels
+from rsxai.anatomy.clusters import cluster_columns
 from rsxai.grid import Grid
 
 # 2 mm voxels; x in [-50, 48], y in [-100, 18], z in [0, 78] mm.

@@ -7,15 +7,15 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 
-from rsxai.classify.cross_validation import cross_validate, ensemble_predictions
-from rsxai.classify.splits import make_splits
-from rsxai.cnn.classifier import CNNClassifier
+from rsxai.classify import cross_validate, ensemble_predictions, make_splits
+from rsxai.cnn import CNNClassifier
 from rsxai.exceptions import InputError
 
 
-class SpyFeatures:
+class SpyFeatures(BaseEstimator):
     """A group feature step that records whom it was fitted on.
 
     ``fit`` learns the mean of the fitted subjects' time-averaged data, and
@@ -29,9 +29,9 @@ class SpyFeatures:
         self.networks = networks
         self.fitted_on = []
 
-    def __deepcopy__(self, memo):
-        # cross_validate deep-copies the step per fold; the copies share the record.
-        twin = SpyFeatures(self.networks)
+    def __sklearn_clone__(self):
+        # cross_validate clones the step per fold; the clones share the record.
+        twin = super().__sklearn_clone__()
         twin.fitted_on = self.fitted_on
         return twin
 
@@ -176,7 +176,7 @@ def test_ensemble_is_the_mean_probability_over_networks():
 
 
 def test_refit_permutation_null_is_at_chance_on_noise_and_rejects_a_planted_signal():
-    from rsxai.classify.refit_permutations import refit_permutation_scores
+    from rsxai.classify import refit_permutation_scores
 
     rng = np.random.default_rng(4)
     y = np.repeat([0, 1], 15)

@@ -12,15 +12,14 @@ import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score, roc_auc_score
 
+from rsxai.classify import aggregate_repeats, classification_metrics, fold_metrics
 from rsxai.classify.metrics import (
     binomial_test,
     chance_level,
-    classification_metrics,
     delong_auc,
     ensemble_probability,
     permutation_p_value,
 )
-from rsxai.classify.summaries import aggregate_repeats, fold_metrics
 
 
 def _random_case(seed: int, n: int = 60, labels=(0, 1)):

@@ -13,8 +13,8 @@ import pytest
 import tomli_w
 import torch
 
-from rsxai.cli.commands import EXIT_INPUT_ERROR, main
-from rsxai.config.resolve import load_config_file, resolve_config
+from rsxai.cli import EXIT_INPUT_ERROR, main
+from rsxai.config import load_config_file, resolve_config
 from rsxai.outputs import output_path, read_json
 from tests.stages.test_explain import NETWORK, OPTIONS, _fabricate
 
@@ -130,7 +130,7 @@ def test_the_python_function_writes_rsxai_toml_as_the_command_does(folder, tmp_p
     """`explain_output_folder(config=...)` leaves the folder as `rsxai explain` does."""
     from rsxai import outputs
     from rsxai.exceptions import InputError
-    from rsxai.stages.explain import explain_output_folder
+    from rsxai.stages import explain_output_folder
 
     twin = tmp_path / "twin"
     shutil.copytree(folder, twin)

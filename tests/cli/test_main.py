@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from rsxai import __version__
+from rsxai.cli import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, build_parser, main
 from rsxai.cli import commands as cli
-from rsxai.cli.commands import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, build_parser, main
 
 
 def test_version(capsys):
@@ -100,7 +100,7 @@ def test_bug_is_one_line_with_the_traceback_in_a_log(tmp_path, capsys, monkeypat
 
 
 def test_simulate_help_and_docstring_name_the_default_effects(capsys):
-    from rsxai.simulate.cohort import DEFAULT_EFFECTS, simulate_cohort
+    from rsxai.simulate import DEFAULT_EFFECTS, simulate_cohort
 
     with pytest.raises(SystemExit):
         main(["simulate", "--help"])

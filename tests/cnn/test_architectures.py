@@ -1,4 +1,4 @@
-"""Tests for rsxai.cnn.architectures: layer names and shapes, the target-layer rule, FLOP counts, errors."""
+"""Tests for rsxai.cnn.architectures: layer names and shapes, target-layer rule, FLOPs, errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from rsxai.cnn.architectures import MapCNN3D, build_model
-from rsxai.cnn.cost import count_parameters, flops_per_volume
+from rsxai.cnn import MapCNN3D, build_model, count_parameters, flops_per_volume
 from rsxai.exceptions import InputError
 
 # MNI brain-mask bounding boxes at 4 and 2 mm (rsxai.grid.mni_brain_mask).

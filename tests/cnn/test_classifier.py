@@ -13,11 +13,17 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 
-from rsxai.cnn.architectures import build_model
-from rsxai.cnn.classifier import CNNClassifier
-from rsxai.cnn.inputs import crop_box, maps_to_volumes, volumes_to_maps
-from rsxai.cnn.runtime import deterministic_algorithms, reproducible, resolve_device
-from rsxai.cnn.training import augment_volumes, train_cnn
+from rsxai.cnn import (
+    CNNClassifier,
+    build_model,
+    crop_box,
+    maps_to_volumes,
+    resolve_device,
+    train_cnn,
+    volumes_to_maps,
+)
+from rsxai.cnn.runtime import deterministic_algorithms, reproducible
+from rsxai.cnn.training import augment_volumes
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from rsxai.cli.commands import EXIT_INPUT_ERROR, main
-from rsxai.cnn.classifier import CNNClassifier
-from rsxai.explain.attribution import attribute
+from rsxai.cli import EXIT_INPUT_ERROR, main
+from rsxai.cnn import CNNClassifier
+from rsxai.explain import attribute
 from tests.cnn.test_classifier import FAST, MASK, planted_maps
 
 needs_cuda = pytest.mark.skipif(
@@ -50,7 +50,7 @@ def test_cnn_learns_on_the_gpu_as_on_the_cpu():
 def test_attributions_on_the_gpu_equal_the_cpu(method):
     X, y, _ = planted_maps(20, 5.0, seed=2)
     clf = CNNClassifier(MASK, **FAST).fit(X, y)
-    from rsxai.cnn.inputs import maps_to_volumes
+    from rsxai.cnn import maps_to_volumes
 
     volumes = maps_to_volumes(X[:4], MASK)  # (4, 1, X, Y, Z)
     layer = clf.target_layer_ if method.startswith("gradcam") else None

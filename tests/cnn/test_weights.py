@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rsxai.cnn.architectures import build_model
-from rsxai.cnn.classifier import CNNClassifier
-from rsxai.cnn.inputs import crop_box
+from rsxai.cnn import CNNClassifier, build_model, crop_box
 from rsxai.cnn.runtime import reproducible
 from rsxai.cnn.weights import mask_digest
 from rsxai.exceptions import InputError

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rsxai.cohort import Cohort
 from rsxai.cohort.bids import (
     BoldSeries,
     SeriesFilter,
@@ -14,7 +15,6 @@ from rsxai.cohort.bids import (
     parse_bids_name,
     read_sidecar_tr,
 )
-from rsxai.cohort.cohort import Cohort
 from rsxai.exceptions import InputError
 from tests.fixtures.fmriprep import default_groups, make_fmriprep_tree
 

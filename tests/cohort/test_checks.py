@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from scipy import signal as sp_signal
 
+from rsxai.cohort import Run, Subject
 from rsxai.cohort.checks import check_runs, filter_length_problems
-from rsxai.cohort.subjects import Run, Subject
 from rsxai.exceptions import InputError
-from rsxai.preprocess.confounds import load_confounds
-from rsxai.preprocess.signal import butterworth_sos, clean_signals, filter_min_volumes
+from rsxai.preprocess import clean_signals, filter_min_volumes, load_confounds
+from rsxai.preprocess.signal import butterworth_sos
 from tests.fixtures.fmriprep import write_bold
 
 TR = 2.0
@@ -125,7 +125,7 @@ def test_volumes_censored_at_the_ends_count_against_the_filter(tmp_path):
 def test_validation_refuses_a_run_too_short_for_the_band_pass(tmp_path):
     import dataclasses
 
-    from rsxai.cohort.cohort import Cohort
+    from rsxai.cohort import Cohort
 
     minimum = filter_min_volumes(tr=TR, high_pass=0.01, low_pass=0.1)
     subjects = [_subject(tmp_path, f"{i:02d}", minimum + 5) for i in range(4)]

@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rsxai.cohort.cohort import Cohort
-from rsxai.cohort.subjects import Run, Subject
+from rsxai.cohort import Cohort, Run, Subject
 from rsxai.exceptions import InputError
 from tests.fixtures.fmriprep import (
     SPACE,
@@ -61,7 +60,7 @@ def test_from_bids_reads_fmriprep_tree(tmp_path):
 
 
 def test_simulated_cohort_is_read_without_warning(tmp_path):
-    from rsxai.simulate.cohort import simulate_cohort
+    from rsxai.simulate import simulate_cohort
 
     simulated = simulate_cohort(
         tmp_path / "sim", n_patients=3, n_controls=3, n_volumes=30, voxel_size=10, progress=False

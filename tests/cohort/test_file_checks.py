@@ -10,10 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from rsxai.cohort.cohort import Cohort
+from rsxai.cohort import Cohort, Subject
 from rsxai.cohort.file_checks import check_mask
 from rsxai.cohort.nifti_scan import header_tr, mni_placement, scan_image_data
-from rsxai.cohort.subjects import Subject
 from rsxai.exceptions import InputError
 from rsxai.grid import MNI_FOV_MAX, MNI_FOV_MIN, mni_grid
 from tests.fixtures.fmriprep import (

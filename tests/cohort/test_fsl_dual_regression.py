@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rsxai.cli.commands import EXIT_INPUT_ERROR, main
-from rsxai.cohort.fsl_dual_regression import is_fsl_dual_regression, read_fsl_dual_regression
+from rsxai.cli import EXIT_INPUT_ERROR, main
+from rsxai.cohort import is_fsl_dual_regression, read_fsl_dual_regression
 from rsxai.grid import Grid, mni_grey_matter
 from rsxai.outputs import output_path, read_json
-from rsxai.pipeline.runner import FSL_GIVEN
-from rsxai.simulate.networks import NETWORK_NAMES, group_network_maps
+from rsxai.pipeline import FSL_GIVEN
+from rsxai.simulate import NETWORK_NAMES, group_network_maps
 
 VOXEL_MM = 8.0
 EFFECT_CENTRE = np.array([-38.0, -26.0, 54.0])  # left hand knob, a planted SMN blob

@@ -38,13 +38,12 @@ import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from rsxai.cli.commands import EXIT_INPUT_ERROR, main
-from rsxai.cohort.cohort import Cohort
-from rsxai.cohort.map_stack import read_map_stack
+from rsxai.cli import EXIT_INPUT_ERROR, main
+from rsxai.cohort import Cohort, read_map_stack
 from rsxai.exceptions import InputError
 from rsxai.grid import MNI_FOV_MAX, MNI_FOV_MIN
 from rsxai.outputs import PARTIAL_MARK
-from rsxai.preprocess.confounds import load_confounds
+from rsxai.preprocess import load_confounds
 
 N_EXAMPLES = int(os.environ.get("RSXAI_FUZZ_EXAMPLES", "0"))
 

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from rsxai.cohort.map_stack import read_map_stack
+from rsxai.cohort import read_map_stack
 from rsxai.exceptions import InputError
 from rsxai.grid import mni_grid
 

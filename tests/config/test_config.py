@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rsxai.config.resolve import OPTIONS, load_config_file, resolve_config
+from rsxai.config import OPTIONS, load_config_file, resolve_config
 from rsxai.exceptions import InputError
 
 
@@ -89,7 +89,7 @@ def test_the_readme_configuration_example_is_valid(tmp_path):
 def test_cnn_training_options_reach_the_classifier():
     import numpy as np
 
-    from rsxai.stages.estimators import cnn_estimator
+    from rsxai.stages import cnn_estimator
 
     config = resolve_config(
         {}, {"classify.cnn_patience": 4, "classify.cnn_start_from_epoch": 3, "run.random_seed": 5}

@@ -1,4 +1,4 @@
-"""Tests for rsxai.decomposition.regression against FSL's two fsl_glm steps written out in NumPy."""
+"""Tests for dual regression against FSL's two fsl_glm steps written out in NumPy."""
 
 from __future__ import annotations
 
@@ -7,13 +7,8 @@ import pytest
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from rsxai.decomposition.regression import (
-    _TABLE_MIN_SIZE,
-    _TABLE_T_MAX,
-    DualRegressionResult,
-    _t_to_z,
-    dual_regression,
-)
+from rsxai.decomposition import DualRegressionResult, dual_regression
+from rsxai.decomposition.regression import _TABLE_MIN_SIZE, _TABLE_T_MAX, _t_to_z
 from rsxai.exceptions import InputError
 
 

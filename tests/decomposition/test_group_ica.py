@@ -1,24 +1,21 @@
-"""Tests for rsxai.decomposition.group_ica (GroupICA), rsxai.decomposition.group_pca and rsxai.decomposition.icasso on planted sources."""
+"""Tests for GroupICA, MIGP and the ICASSO restarts (rsxai.decomposition) on planted sources."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tracemalloc
 
 import numpy as np
 import pytest
 from scipy import linalg, stats
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA, FastICA
+from sklearn.exceptions import NotFittedError
 from threadpoolctl import threadpool_limits
 
-from rsxai.decomposition.group_ica import GroupICA
-from rsxai.decomposition.group_pca import migp
+from rsxai.decomposition import GroupICA, dual_regression, estimate_n_components, migp
 from rsxai.decomposition.icasso import fastica_restarts, icasso_stability, symmetric_fastica
-from rsxai.decomposition.pca_dimension import estimate_n_components, laplace_log_evidence
-from rsxai.decomposition.regression import dual_regression
-from rsxai.exceptions import ICAConvergenceWarning, InputError, NotFittedError
+from rsxai.decomposition.pca_dimension import laplace_log_evidence
+from rsxai.exceptions import ICAConvergenceWarning, InputError
 
 N_SOURCES = 5
 
@@ -323,20 +320,43 @@ def test_deterministic_across_runs_and_n_jobs(planted):
     assert not np.array_equal(other.subject_order_, model.subject_order_)
 
 
-def test_estimator_api_without_importing_scikit_learn():
-    # Group ICA alone must not load scikit-learn (~85 MiB of the benchmark's
-    # memory comparison with CanICA); its parameter API still works with clone.
-    code = "import sys, rsxai.decomposition.group_ica; sys.exit('sklearn' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
-    model = GroupICA(7, n_restarts=3)
-    assert repr(model) == "GroupICA(n_components=7, n_restarts=3)"
-    assert model.set_params(max_iter=50) is model and model.get_params()["max_iter"] == 50
-    assert clone(model).get_params() == model.get_params()
-    with pytest.raises(InputError, match=r"no parameter\(s\) 'n_component'; valid .*n_components"):
+def test_scikit_learn_estimator_api():
+    model = GroupICA(7, n_restarts=3, random_state=np.random.default_rng(5))
+    assert isinstance(model, BaseEstimator)
+    assert repr(GroupICA(7, n_restarts=3)) == "GroupICA(n_components=7, n_restarts=3)"
+    params = model.get_params()
+    assert set(params) == {
+        "n_components",
+        "migp_dim",
+        "n_restarts",
+        "fun",
+        "max_iter",
+        "tol",
+        "random_state",
+        "n_jobs",
+        "progress",
+    }
+    assert model.set_params(max_iter=50, fun="exp") is model
+    assert (model.max_iter, model.fun) == (50, "exp")
+    # clone: a fresh, unfitted copy with equal parameters; the generator is
+    # deep-copied, so the copy draws the same seeds without sharing the state.
+    twin = clone(model)
+    assert twin is not model and type(twin) is GroupICA
+    assert {k: v for k, v in twin.get_params().items() if k != "random_state"} == {
+        k: v for k, v in model.get_params().items() if k != "random_state"
+    }
+    assert twin.random_state is not model.random_state
+    assert twin.random_state.integers(1000) == model.random_state.integers(1000)
+    with pytest.raises(ValueError, match=r"Invalid parameter 'n_component'.*n_components"):
         model.set_params(n_component=3)
-    # rsxai's NotFittedError is caught as scikit-learn's is.
-    for caught in (ValueError, AttributeError):
-        with pytest.raises(caught, match="not fitted yet"):
+    # __init__ stores parameters unchanged and checks nothing: fit does.
+    bad = GroupICA("many", n_restarts=0)
+    assert (bad.n_components, bad.n_restarts) == ("many", 0)
+    with pytest.raises(InputError, match=r"n_components must be .*'many'(.|\n)*n_restarts"):
+        bad.fit([np.zeros((3, 4))])
+    # scikit-learn's NotFittedError, caught as ValueError and AttributeError.
+    for caught in (NotFittedError, ValueError, AttributeError):
+        with pytest.raises(caught, match=r"GroupICA instance is not fitted yet; call fit"):
             model.transform(np.zeros((3, 4)))
 
 

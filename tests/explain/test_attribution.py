@@ -8,7 +8,8 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from rsxai.explain.attribution import METHODS, attribute, normalise_maps
+from rsxai.explain import METHODS, attribute
+from rsxai.explain.attribution import normalise_maps
 
 SHAPE = (8, 8, 8)
 GRADIENT_METHODS = ("saliency", "smoothgrad", "integrated_gradients")
@@ -150,7 +151,7 @@ def test_relevance_stays_in_the_only_region_the_score_depends_on(method, planted
 
 def test_default_layer_of_region_net_is_the_gate():
     # The last module with volume output: what the test above relies on.
-    from rsxai.explain.gradcam import default_target_layer
+    from rsxai.explain import default_target_layer
 
     assert default_target_layer(RegionNet(np.ones(SHAPE, bool)), SHAPE) == "gate"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rsxai.explain.faithfulness import deletion_insertion
+from rsxai.explain import deletion_insertion
 
 SHAPE = (8, 8, 8)
 

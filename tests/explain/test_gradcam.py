@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsxai.explain.attribution import attribute, gradcam_plus_plus
-from rsxai.explain.gradcam import default_target_layer, gradcam_plus_plus_weights
-from rsxai.explain.model_hooks import resolve_layer
+from rsxai.explain import attribute, default_target_layer, resolve_layer
+from rsxai.explain.attribution import gradcam_plus_plus
+from rsxai.explain.gradcam import gradcam_plus_plus_weights
 
 SHAPE = (8, 8, 8)
 

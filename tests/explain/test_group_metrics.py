@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rsxai.explain.group_metrics import agreement, group_maps, localisation, normalise_maps
+from rsxai.explain import agreement, group_maps, localisation
+from rsxai.explain.group_metrics import normalise_maps
 
 
 def test_normalise_maps_gives_absolute_shares_and_flags_empty_maps():

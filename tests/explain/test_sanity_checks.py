@@ -8,10 +8,9 @@ import torch
 from scipy import stats
 from skimage.metrics import structural_similarity
 
+from rsxai.explain import cascading_randomisation, label_randomisation_similarity
 from rsxai.explain.sanity_checks import (
     DEFAULT_SANITY_THRESHOLD,
-    cascading_randomisation,
-    label_randomisation_similarity,
     randomisable_layers,
     sanity_verdict,
     similarity,

@@ -1,4 +1,4 @@
-"""Tests for rsxai.explain and rsxai.explain.fold_checks: held-out maps, group maps and their checks.
+"""Tests for rsxai.explain (subjects, fold checks): held-out maps, group maps and their checks.
 
 A linear probe (a model whose saliency is exactly its weights) checks the
 bookkeeping against ground truth: which fold model explains which subject,
@@ -14,15 +14,10 @@ import pytest
 import torch
 from scipy import stats
 
-from rsxai.cnn.classifier import CNNClassifier
+from rsxai.cnn import CNNClassifier
+from rsxai.explain import AttributionSettings, explain_subjects, group_results, heldout_predictions
 from rsxai.explain.fold_checks import faithfulness_curves, randomisation_checks
-from rsxai.explain.group_results import group_results
-from rsxai.explain.subjects import (
-    AttributionSettings,
-    explain_subjects,
-    heldout_predictions,
-    target_labels,
-)
+from rsxai.explain.subjects import target_labels
 from rsxai.grid import Grid
 from tests.fixtures.explain import (
     CNN_PARAMS,

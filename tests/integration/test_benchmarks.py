@@ -156,8 +156,8 @@ def test_attribution_benchmark_uses_the_brain_mask_bounding_box_at_4_mm():
     import numpy as np
     from benchmarks.attribution import cnn_input_shape, layer_spatial_shape
 
-    from rsxai.cnn.architectures import build_model
-    from rsxai.explain.gradcam import default_target_layer
+    from rsxai.cnn import build_model
+    from rsxai.explain import default_target_layer
     from rsxai.grid import mni_brain_mask
 
     shape = cnn_input_shape(4.0)
@@ -221,7 +221,7 @@ def test_a_kept_cohort_counts_as_stale_when_its_planted_effects_differ(tmp_path)
 
     from benchmarks.cohort import planted_as_today
 
-    from rsxai.simulate.networks import DEFAULT_EFFECTS
+    from rsxai.simulate import DEFAULT_EFFECTS
 
     assert planted_as_today(tmp_path)  # nothing simulated yet
     truth = tmp_path / "ground_truth"

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rsxai.cli.commands import main
+from rsxai.cli import main
 from rsxai.grid import Grid
-from rsxai.networks.labelling import label_components
-from rsxai.simulate.cohort import DEFAULT_EFFECTS, Effect, load_ground_truth, simulate_cohort
+from rsxai.networks import label_components
+from rsxai.simulate import DEFAULT_EFFECTS, Effect, load_ground_truth, simulate_cohort
 from tests.networks.test_labelling import _shirer, _yeo, needs_reference
 
 NETWORKS = ("sensorimotor", "visual")

@@ -20,14 +20,8 @@ from scipy.stats import ncx2
 
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
-from rsxai.networks.labelling import (
-    NETWORK_ALIASES,
-    NetworkTemplates,
-    builtin_templates,
-    canonical_network_name,
-    label_components,
-    load_templates,
-)
+from rsxai.networks import NetworkTemplates, builtin_templates, label_components, load_templates
+from rsxai.networks.labelling import NETWORK_ALIASES, canonical_network_name
 from rsxai.networks.templates import SEITZMAN_NETWORKS, smooth_ball
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "templates"

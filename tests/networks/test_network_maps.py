@@ -5,11 +5,12 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import NotFittedError
 
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
-from rsxai.networks.network_maps import NetworkMaps, load_group_maps
-from rsxai.networks.templates import builtin_templates
+from rsxai.networks import NetworkMaps, builtin_templates, load_group_maps
 
 
 @pytest.fixture(scope="module")
@@ -87,5 +88,51 @@ def test_group_maps_errors(grid, tmp_path):
 
 
 def test_transform_before_fit(grid):
-    with pytest.raises(RuntimeError, match="not fitted"):
-        NetworkMaps(grid).transform([np.zeros((5, grid.n_voxels))])
+    model = NetworkMaps(grid)
+    for method in (model.transform, model.dual_regress):
+        with pytest.raises(NotFittedError, match="NetworkMaps instance is not fitted yet"):
+            method([np.zeros((5, grid.n_voxels))])
+
+
+def test_scikit_learn_estimator_api(grid, planted, tmp_path):
+    names, maps, _ = planted
+    path = tmp_path / "melodic_IC.nii.gz"
+    nib.save(grid.to_img(maps), path)
+    force = {"visual": names.index("visual")}
+    model = NetworkMaps(grid, networks=["visual"], force=force, group_maps=path, n_restarts=3)
+    assert isinstance(model, BaseEstimator)
+    # __init__ stores every parameter unchanged (the list stays a list).
+    assert model.grid is grid and model.force is force and model.networks == ["visual"]
+    assert model.get_params()["n_restarts"] == 3
+    # scikit-learn's repr, changed parameters only (it may wrap lines).
+    text = " ".join(repr(NetworkMaps(grid, n_restarts=3)).split())
+    assert text == f"NetworkMaps(grid={grid!r}, n_restarts=3)"
+    assert model.set_params(n_restarts=2, progress=True) is model
+    assert (model.n_restarts, model.progress) == (2, True)
+    with pytest.raises(ValueError, match="Invalid parameter 'n_restart'"):
+        model.set_params(n_restart=2)
+    # clone: equal parameters, object parameters deep-copied, no fitted state.
+    model.fit([])
+    twin = clone(model)
+    assert not hasattr(twin, "components_") and hasattr(model, "components_")
+    assert twin.grid is not grid and twin.grid.same_as(grid)
+    assert twin.force == force and twin.force is not force
+    params = {k: v for k, v in twin.get_params().items() if k not in ("grid", "force")}
+    assert params == {k: v for k, v in model.get_params().items() if k not in ("grid", "force")}
+    # The clone fits to the very same result.
+    twin.fit([])
+    np.testing.assert_array_equal(twin.components_, model.components_)
+    assert twin.network_components_ == model.network_components_
+
+
+def test_parameters_are_checked_in_fit(grid):
+    bad = NetworkMaps("grid.nii.gz", networks="visual", min_r="high", des_norm=1)
+    assert bad.networks == "visual" and bad.min_r == "high"  # stored as given
+    with pytest.raises(InputError) as raised:
+        bad.fit([])
+    problems = raised.value.problems
+    assert len(problems) == 4
+    assert problems[0] == "grid must be an rsxai.grid.Grid; got str."
+    assert "networks must be a non-empty sequence" in problems[1] and "'visual'" in problems[1]
+    assert problems[2] == "min_r must be a number; got 'high'."
+    assert problems[3] == "des_norm must be True or False; got 1."

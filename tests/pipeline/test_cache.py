@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rsxai.cli.commands import main
+from rsxai.cli import main
 from rsxai.pipeline.cache import remove_stale_work_folders
-from rsxai.simulate.cohort import simulate_cohort
+from rsxai.simulate import simulate_cohort
 
 FLAGS = [
     "--voxel-size",

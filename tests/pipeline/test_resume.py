@@ -46,10 +46,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from rsxai.cli.parser import build_parser
-from rsxai.config.resolve import STAGES, load_config_file, resolve_config
+from rsxai.cli import build_parser
+from rsxai.config import STAGES, load_config_file, resolve_config
 from rsxai.outputs import PARTIAL_MARK, atomic_path, file_checksum, remove_partial_files
-from rsxai.simulate.cohort import simulate_cohort
+from rsxai.simulate import simulate_cohort
 
 pytestmark = pytest.mark.slow
 
@@ -485,7 +485,7 @@ def test_two_runs_with_the_same_seed_give_identical_outputs(reference_run, confi
 
 
 def test_fold_weight_files_are_written_byte_identically(reference_run, tmp_path):
-    from rsxai.cnn.classifier import CNNClassifier
+    from rsxai.cnn import CNNClassifier
     from rsxai.grid import Grid
 
     mask = Grid.from_img(reference_run / "group" / "desc-brain_mask.nii.gz").mask
@@ -558,7 +558,7 @@ def test_ica_stage_stopped_by_labelling_keeps_the_table_to_choose_from(
 ):
     # No component reaches min_r: the run stops with an input error (not a
     # traceback), after writing the maps and the table the message points to.
-    from rsxai.cli.commands import EXIT_INPUT_ERROR, main
+    from rsxai.cli import EXIT_INPUT_ERROR, main
 
     out = tmp_path / "out"
     shutil.copytree(reference_run, out, symlinks=True)

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rsxai.cli.commands import EXIT_INPUT_ERROR, main
-from rsxai.config.resolve import load_config_file
+from rsxai.cli import EXIT_INPUT_ERROR, main
+from rsxai.config import load_config_file
 from rsxai.grid import Grid
-from rsxai.simulate.cohort import load_ground_truth, simulate_cohort
+from rsxai.simulate import load_ground_truth, simulate_cohort
 
 # Small enough for CI, large enough for group ICA to find the planted networks.
 RUN_FLAGS = [

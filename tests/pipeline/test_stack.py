@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from rsxai.cli.commands import EXIT_INPUT_ERROR, main
+from rsxai.cli import EXIT_INPUT_ERROR, main
 from rsxai.cohort.map_stack import network_name
 from rsxai.grid import mni_brain_mask, mni_grid
 from rsxai.outputs import output_path, read_json

@@ -11,7 +11,8 @@ from nilearn.interfaces.fmriprep import load_confounds as nilearn_load_confounds
 from nilearn.interfaces.fmriprep import load_confounds_strategy
 
 from rsxai.exceptions import InputError
-from rsxai.preprocess.confounds import MOTION_BASE, confound_columns, load_confounds
+from rsxai.preprocess import load_confounds
+from rsxai.preprocess.confounds import MOTION_BASE, confound_columns
 
 N_VOLUMES = 60
 BOLD_NAME = "sub-01_task-rest_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"

@@ -13,8 +13,7 @@ from nilearn.signal import clean as nilearn_clean
 
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid, mni_brain_mask, mni_grid
-from rsxai.preprocess.confounds import load_confounds
-from rsxai.preprocess.prepare import common_mask, prepare_subject, resample_to_grid
+from rsxai.preprocess import common_mask, load_confounds, prepare_subject, resample_to_grid
 
 FSL_SHAPE = (91, 109, 91)
 

@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from rsxai.grid import Grid
-from rsxai.preprocess.prepare import resample_to_grid
+from rsxai.preprocess import resample_to_grid
 from rsxai.preprocess.resampling import interpolation_matrix
 
 SHAPE = (9, 7, 6)

@@ -10,8 +10,8 @@ from nilearn.signal import clean as nilearn_clean
 from scipy.interpolate import CubicSpline
 
 from rsxai.exceptions import InputError
+from rsxai.preprocess import clean_signals
 from rsxai.preprocess import signal as signal_cleaning
-from rsxai.preprocess.signal import clean_signals
 
 TR = 2.0
 

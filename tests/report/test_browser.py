@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rsxai.report.build import write_report
+from rsxai.report import write_report
 from tests.fixtures.report import SECTION_IDS, make_fabricated_output
 
 # Flags for a root user on a machine without display or network (Chromium's

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from rsxai.report.summary_text import text_summary
+from rsxai.report import text_summary
 
 
 def test_summary_lines_follow_the_summary_file(tmp_path):

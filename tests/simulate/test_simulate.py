@@ -13,7 +13,7 @@ from scipy import signal, stats
 from rsxai._version import __version__
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid, mni_brain_mask, mni_grey_matter, mni_grid
-from rsxai.simulate.cohort import (
+from rsxai.simulate import (
     DEFAULT_EFFECTS,
     NETWORK_NAMES,
     Effect,

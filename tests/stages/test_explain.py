@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from rsxai.cnn.classifier import CNNClassifier
-from rsxai.config.resolve import resolve_config
+from rsxai.cnn import CNNClassifier
+from rsxai.config import resolve_config
 from rsxai.exceptions import InputError
-from rsxai.explain.subjects import AttributionSettings, explain_subjects
+from rsxai.explain import AttributionSettings, explain_subjects
 from rsxai.grid import Grid
 from rsxai.outputs import (
     output_path,
@@ -32,8 +32,8 @@ from rsxai.outputs import (
     write_text,
     write_tsv,
 )
+from rsxai.stages import explain_output_folder
 from rsxai.stages.classify import build_models
-from rsxai.stages.explain import explain_output_folder
 from rsxai.stages.explain_inputs import find_ground_truth
 from tests.fixtures.explain import LEFT_MM, ellipsoid_mask, mni_like_affine, planted_cohort
 
@@ -311,7 +311,7 @@ def test_summary_lists_every_output(explained):
 
 
 def test_the_report_shows_the_explanations(explained, caplog):
-    from rsxai.report.build import ReportFolder
+    from rsxai.report import ReportFolder
     from rsxai.report.explanations import explanations_section
 
     with caplog.at_level(logging.WARNING, logger="rsxai"):
@@ -375,7 +375,7 @@ def test_ground_truth_is_found_above_the_fmriprep_folder(tmp_path):
 
 
 def test_the_pipeline_runs_the_explain_stage_after_classify():
-    from rsxai.pipeline.runner import IMPLEMENTED_STAGES
+    from rsxai.pipeline import IMPLEMENTED_STAGES
 
     names = [stage.name for stage in IMPLEMENTED_STAGES]
     assert names.index("explain") == names.index("classify") + 1

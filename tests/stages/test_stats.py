@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from rsxai.cli.commands import EXIT_INPUT_ERROR, main
-from rsxai.config.resolve import load_config_file, resolve_config
+from rsxai.cli import EXIT_INPUT_ERROR, main
+from rsxai.config import load_config_file, resolve_config
 from rsxai.exceptions import InputError
 from rsxai.grid import mni_brain_mask, mni_grid
 from rsxai.outputs import output_path, read_json
-from rsxai.stats.tfce import tfce_transform
+from rsxai.stats import tfce_transform
 
 VOXEL_MM = 8.0
 CENTRE_MM = np.array([-38.0, -22.0, 56.0])
@@ -93,7 +93,7 @@ def test_tfce_map_uses_the_given_parameters(inputs, tmp_path):
         1.0,
         26,
     )
-    from rsxai.report.build import ReportFolder
+    from rsxai.report import ReportFolder
     from rsxai.report.methods import methods_section
 
     text = methods_section(ReportFolder(out))
@@ -108,8 +108,7 @@ def test_default_parameters_are_fsl_s(inputs, tmp_path):
 
 @pytest.mark.parametrize("name", ["tfce_h", "tfce_e", "tfce_connectivity"])
 def test_each_parameter_changes_the_stats_stage_key(name):
-    from rsxai.pipeline.cache import stage_key
-    from rsxai.pipeline.runner import IMPLEMENTED_STAGES
+    from rsxai.pipeline import IMPLEMENTED_STAGES, stage_key
 
     stage = next(stage for stage in IMPLEMENTED_STAGES if stage.name == "stats")
     other = {"tfce_h": 3.0, "tfce_e": 0.75, "tfce_connectivity": 18}[name]

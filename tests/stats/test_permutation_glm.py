@@ -12,9 +12,8 @@ from scipy import ndimage, stats
 
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
-from rsxai.stats.design import draw_permutations
+from rsxai.stats import draw_permutations, permutation_glm
 from rsxai.stats.max_statistic import fwe_p_values
-from rsxai.stats.permutation import permutation_glm
 from tests.stats.test_tfce import literal_tfce
 
 RESULT_MAPS = ("t", "tfce", "p_uncorrected", "p_fwe_t", "p_fwe_tfce")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from rsxai.stats.tfce import neighbour_table, tfce_positive, tfce_transform
+from rsxai.stats import tfce_transform
+from rsxai.stats.tfce import neighbour_table, tfce_positive
 
 
 def literal_tfce(values, mask, dh, h=2.0, e=0.5, connectivity=6):

@@ -298,6 +298,7 @@ def _load_atlas(atlas: str) -> Atlas:
 
 @lru_cache(maxsize=16)
 def _resampled(atlas: str, affine_bytes: bytes, shape: tuple[int, int, int]):
+    # Lazy: nilearn's image and plotting modules take about 1 s to import.
     from nilearn.image import resample_img
 
     source = load_atlas(atlas)

@@ -50,15 +50,16 @@ import joblib
 import numpy as np
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_array
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from rsxai.classify._baseline_solver import fit_with_inner_cv, platt_sigmoid
 from rsxai.classify.metrics import permutation_p_value
 from rsxai.parallel import with_aligned_arrays
-from rsxai.stats.design import draw_permutations, warn_if_few_permutations
+from rsxai.stats import draw_permutations, warn_if_few_permutations
 
 __all__ = [
     "DEFAULT_CS",
@@ -95,8 +96,10 @@ def _signed_labels(y, inner_cv: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"y must be 1D (one label per subject); got shape {y.shape}.")
     classes, counts = np.unique(y, return_counts=True)
     if classes.size != 2:
+        found = f"{classes.size} class" if classes.size == 1 else f"{classes.size} classes"
         raise ValueError(
-            f"y must hold exactly two classes; got {classes.size}: {classes.tolist()}."
+            "Only binary classification is supported: y must hold exactly two classes; "
+            f"got {found}: {classes.tolist()}."
         )
     if counts.min() < inner_cv:
         raise ValueError(
@@ -175,12 +178,18 @@ class LinearBaseline(ClassifierMixin, BaseEstimator):
         self.inner_cv = inner_cv
         self.random_state = random_state
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Two classes only: the solver, the -1 / +1 labels and the Platt sigmoid are binary.
+        tags.classifier_tags.multi_class = False
+        return tags
+
     def fit(self, X, y) -> LinearBaseline:
         """Standardise, choose C by inner CV and fit on all of ``X`` (n_subjects, n_features)."""
         relative = _check_params(self.kind, self.Cs, self.inner_cv, self.random_state)
-        X = check_array(X, dtype=np.float64)
-        if X.shape[0] != np.shape(y)[0]:
-            raise ValueError(f"X has {X.shape[0]} rows but y has {np.shape(y)[0]} labels.")
+        # Also sets n_features_in_ and checks that y is given, 1D and as long as X.
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
         self.classes_, signed = _signed_labels(y, self.inner_cv)
         self.scaler_, standardised, gram, unit = _standardised_gram(X, np.arange(X.shape[0]))
         absolute = relative / unit
@@ -193,18 +202,15 @@ class LinearBaseline(ClassifierMixin, BaseEstimator):
         self.C_, self.relative_C_ = float(absolute[chosen[0]]), float(relative[chosen[0]])
         self.cv_scores_ = scores[0]
         self.platt_ = platt_sigmoid(held_out[0], signed) if self.kind == "svm" else None
-        self.n_features_in_ = X.shape[1]
         return self
 
     def decision_function(self, X) -> np.ndarray:
         """Signed distance to the boundary, positive for ``classes_[1]``; shape (n_samples,)."""
-        if not hasattr(self, "coef_"):
-            raise NotFittedError("This LinearBaseline is not fitted yet; call fit(X, y).")
-        X = check_array(X, dtype=np.float64)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features; the model was fitted on {self.n_features_in_}."
-            )
+        check_is_fitted(
+            self, "coef_", msg="This %(name)s instance is not fitted yet; call fit(X, y) first."
+        )
+        # Checks that X has the n_features_in_ columns seen in fit.
+        X = validate_data(self, X, dtype=np.float64, reset=False)
         return self.scaler_.transform(X) @ self.coef_ + self.intercept_
 
     def predict(self, X) -> np.ndarray:

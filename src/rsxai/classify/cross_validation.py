@@ -17,7 +17,6 @@ This module never imports ``ica``, ``networks`` or ``dual_regression``.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +32,7 @@ from rsxai.classify.splits import Split, make_splits
 from rsxai.exceptions import InputError
 from rsxai.parallel import with_aligned_arrays
 
-logger = logging.getLogger("rsxai")
+logger = logging.getLogger(__name__)
 
 CV_SCOPES = ("fold", "cohort")
 
@@ -68,7 +67,8 @@ def fit_features(
     Parameters
     ----------
     network_maps : NetworkMaps (unfitted)
-        Any object with ``fit(subjects)``, ``transform(subjects)`` returning
+        Any scikit-learn estimator (``sklearn.base.clone`` must work on it)
+        with ``fit(subjects)``, ``transform(subjects)`` returning
         (n_subjects, n_networks, n_voxels) and ``network_components_``.
     subjects : sequence
         Preprocessed data of every subject (arrays or loaders), in the order of ``y``.
@@ -81,9 +81,10 @@ def fit_features(
     FoldFeatures
     """
     start = time.perf_counter()
-    # A fresh, unfitted copy: in fold scope the training subjects alone shape
-    # the group maps and the choice of each network's component.
-    fitted = copy.deepcopy(network_maps)
+    # A fresh, unfitted copy with the same parameters: in fold scope the
+    # training subjects alone shape the group maps and the choice of each
+    # network's component.
+    fitted = clone(network_maps)
     fitted.fit(list(subjects) if split is None else [subjects[i] for i in split.train])
     maps = fitted.transform(list(subjects))
     return FoldFeatures(
@@ -187,8 +188,8 @@ def _run_fold(
     # the split, the subjects, the shared features and y misaligned, and NumPy then
     # sums in another order (rsxai.parallel.with_aligned_arrays). Realigned here, as a
     # local run has them (no copy then). The feature step and the models need nothing:
-    # they are deep-copied before use (fit_features, clone), which allocates every
-    # array afresh, aligned.
+    # they are cloned before use (fit_features, _fit_models), and clone deep-copies
+    # every array parameter, which allocates it afresh, aligned.
     split, shared, y = (with_aligned_arrays(x) for x in (split, shared, y))
     if subjects is not None:
         subjects = [with_aligned_arrays(subject) for subject in subjects]

@@ -13,6 +13,10 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.metrics import balanced_accuracy_score
+
+from rsxai.classify.baselines import within_fold_permutations
+from rsxai.classify.metrics import permutation_p_value
 
 
 def refit_permutation_scores(
@@ -52,11 +56,6 @@ def refit_permutation_scores(
         ``p_value``, each for ``accuracy`` and ``balanced_accuracy``;
         ``n_permutations``.
     """
-    from sklearn.metrics import balanced_accuracy_score
-
-    from rsxai.classify.baselines import within_fold_permutations
-    from rsxai.classify.metrics import permutation_p_value
-
     y = np.asarray(y)
     orders = within_fold_permutations(folds, y.size, n_permutations, seed)
     scores = {"accuracy": [], "balanced_accuracy": []}

@@ -19,9 +19,14 @@ from pathlib import Path
 
 from rsxai._version import __version__
 from rsxai.cli.parser import build_parser
-from rsxai.config.resolve import load_config_file, resolve_config
+from rsxai.config import load_config_file, resolve_config
 from rsxai.exceptions import InputError
 
+# Each command imports its stages when it runs (imports inside the command functions), so
+# that `rsxai --help`, `--version` and argument errors answer without loading PyTorch,
+# nilearn and scikit-learn (several seconds).
+
+# The package logger (every module logs under it, by __name__): the CLI gives it its handlers.
 logger = logging.getLogger("rsxai")
 
 EXIT_INTERNAL_ERROR = 1
@@ -63,20 +68,18 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from rsxai.pipeline import runner as pipeline
+    from rsxai.pipeline import run
 
     file_values = load_config_file(args.config) if args.config else None
     config = resolve_config(file_values, _overrides(args))
-    pipeline.run(
-        args.input, args.output_dir, config, progress=not args.quiet, command=["rsxai", *argv]
-    )
+    run(args.input, args.output_dir, config, progress=not args.quiet, command=["rsxai", *argv])
     print(f"Results: {args.output_dir.resolve()}")
     return 0
 
 
 def _stack_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from rsxai.pipeline.stack import run_stack_classify, run_stack_stats
-    from rsxai.report.summary_text import text_summary
+    from rsxai.pipeline import run_stack_classify, run_stack_stats
+    from rsxai.report import text_summary
 
     file_values = load_config_file(args.config) if args.config else None
     config = resolve_config(file_values, _overrides(args))
@@ -92,7 +95,7 @@ def _stack_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _simulate_command(args: argparse.Namespace) -> int:
-    from rsxai.simulate.cohort import DEFAULT_EFFECTS, Effect
+    from rsxai.simulate import DEFAULT_EFFECTS, Effect
 
     effects = DEFAULT_EFFECTS
     if args.effect:
@@ -122,7 +125,7 @@ def _simulate_command(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace, effects):
-    from rsxai.simulate.cohort import simulate_cohort
+    from rsxai.simulate import simulate_cohort
 
     return simulate_cohort(
         args.output_dir,
@@ -152,7 +155,7 @@ DEMO_SETTINGS = {
 
 def _explain_command(args: argparse.Namespace) -> int:
     from rsxai.outputs import output_path
-    from rsxai.stages.explain import explain_output_folder
+    from rsxai.stages import explain_output_folder
 
     toml = output_path(args.output_dir, "config")
     file_values = load_config_file(toml) if toml.exists() else None
@@ -164,8 +167,8 @@ def _explain_command(args: argparse.Namespace) -> int:
 
 
 def _demo_command(args: argparse.Namespace) -> int:
-    from rsxai.pipeline import runner as pipeline
-    from rsxai.simulate.cohort import simulate_cohort
+    from rsxai.pipeline import run
+    from rsxai.simulate import simulate_cohort
 
     data_dir = args.output_dir / "data"
     results_dir = args.output_dir / "results"
@@ -183,14 +186,14 @@ def _demo_command(args: argparse.Namespace) -> int:
             "run.n_jobs": args.n_jobs,
         }
     )
-    pipeline.run(
+    run(
         data_dir,
         results_dir,
         config,
         progress=not args.quiet,
         command=["rsxai", "demo", str(args.output_dir)],
     )
-    from rsxai.report.summary_text import text_summary
+    from rsxai.report import text_summary
 
     print(text_summary(results_dir))
     print(f"Simulated data: {data_dir.resolve()}")
@@ -270,7 +273,7 @@ def _report_command(output_dir: str | Path) -> int:
     """``rsxai report OUTPUT_DIR``: rebuild the report; print its path; return the exit code."""
     import matplotlib  # lazy: only this command draws
 
-    from rsxai.report.build import write_report
+    from rsxai.report import write_report
 
     # A command-line process draws off screen; the report never opens a window.
     matplotlib.use("Agg")

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from rsxai.config.resolve import OPTIONS, SECTIONS, Option
+from rsxai.config import OPTIONS, SECTIONS, Option
 
 SECTION_TITLES = {
     "input": "input selection (BIDS-App style)",
@@ -109,7 +109,7 @@ def _add_registry_options(
 
 def _add_stack_arguments(parser: argparse.ArgumentParser, keys: Sequence[str]) -> None:
     """Arguments of ``rsxai stats`` and ``rsxai classify`` on a user's stack of maps."""
-    from rsxai.cohort.map_stack import DEFAULT_MASK_RULE
+    from rsxai.cohort import DEFAULT_MASK_RULE
 
     parser.add_argument(
         "stack",
@@ -149,7 +149,7 @@ def _add_stack_arguments(parser: argparse.ArgumentParser, keys: Sequence[str]) -
 
 def _default_effects() -> str:
     """The simulator's default effects in words, from the effects themselves."""
-    from rsxai.simulate.networks import DEFAULT_EFFECTS
+    from rsxai.simulate import DEFAULT_EFFECTS
 
     described = [
         f"{e.network} at {' '.join(f'{c:g}' for c in e.center_mm)} "
@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_verbosity(demo)
 
-    from rsxai.config.commands import CLASSIFY_OPTIONS, STATS_OPTIONS
+    from rsxai.config import CLASSIFY_OPTIONS, STATS_OPTIONS
 
     stats = sub.add_parser(
         "stats",

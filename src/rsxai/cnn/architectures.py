@@ -236,6 +236,7 @@ def _check_common(in_shape, n_classes) -> None:
 
 def _build_monai(name: str, n_classes: int, dropout: float) -> nn.Module:
     try:
+        # Optional: MONAI is a development extra.
         from monai.networks import nets
     except ImportError as error:
         raise ImportError(

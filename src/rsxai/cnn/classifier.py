@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import StratifiedShuffleSplit
+from sklearn.utils import check_array
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
 
 from rsxai.cnn.architectures import MODEL_NAMES, build_model
 from rsxai.cnn.inputs import check_mask, crop_box, maps_to_volumes
@@ -218,15 +220,26 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         mask = check_mask(self.mask)
+        if y is None:
+            raise InputError(
+                "CNNClassifier requires y to be passed, but the target y is None; give one "
+                "class label per row of X."
+            )
+        # scikit-learn's errors for sparse, complex or empty X; maps_to_volumes then
+        # checks the shape and names the rows that are not finite or constant.
+        X = check_array(
+            X, dtype=np.float64, ensure_2d=False, allow_nd=True, ensure_all_finite=False
+        )
         volumes = maps_to_volumes(X, mask)
         y = np.asarray(y)
         if y.shape != (volumes.shape[0],):
             raise InputError(
                 f"y must have one label per row of X ({volumes.shape[0]}); got shape {y.shape}."
             )
+        check_classification_targets(y)  # a continuous y is refused, not binned into classes
         classes, y_index = np.unique(y, return_inverse=True)
         if classes.size < 2:
-            raise InputError(f"y must hold at least two classes; got only {classes.tolist()}.")
+            raise InputError(f"y must hold at least two classes; got 1 class: {classes.tolist()}.")
         device = resolve_device(self.device)
         train, val = np.arange(len(y)), np.array([], dtype=int)
         if self.validation_fraction > 0:
@@ -278,10 +291,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = int(mask.sum())
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise NotFittedError(
-                "This CNNClassifier instance is not fitted yet; call fit(X, y) first."
-            )
+        check_is_fitted(
+            self, "model_", msg="This %(name)s instance is not fitted yet; call fit(X, y) first."
+        )
 
     def to_volumes(self, X: np.ndarray) -> np.ndarray:
         """The exact input the network sees for masked maps ``X``.

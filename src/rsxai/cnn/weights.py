@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from rsxai._version import __version__
 from rsxai.cnn.inputs import check_mask
@@ -96,8 +98,6 @@ def write_weights(
     -------
     Path
     """
-    from safetensors.torch import save_file
-
     state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     metadata = {
         "rsxai_version": __version__,
@@ -135,9 +135,6 @@ def read_weights(path: str | Path, mask: np.ndarray) -> WeightsFile:
         If the file holds no rsxai metadata, the mask is not a valid mask, or
         the model was trained on another mask.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     if "rsxai" in metadata:  # older files held the keys at the top level

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from rsxai.cohort.file_checks import TR_TOLERANCE, RunCheck, check_run
 from rsxai.cohort.participants import label_problem
 from rsxai.exceptions import InputError
+from rsxai.preprocess import filter_min_volumes, filtered_length, load_confounds
 
 if TYPE_CHECKING:
     from rsxai.cohort.subjects import Run, Subject
@@ -200,9 +201,6 @@ def filter_length_problems(
     list of str
         One problem per short run, and one per cut-off problem and TR.
     """
-    from rsxai.preprocess.confounds import load_confounds
-    from rsxai.preprocess.signal import filter_min_volumes, filtered_length
-
     strategy = confounds_strategy or {"motion": "none", "wm_csf": False}
     problems, bad_cutoffs = [], defaultdict(list)
     cutoffs = ", ".join(

@@ -19,7 +19,6 @@ Examples
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -30,7 +29,7 @@ import pandas as pd
 
 from rsxai.cohort.checks import validated_subjects
 from rsxai.cohort.file_checks import TR_TOLERANCE
-from rsxai.cohort.sources import bids_records, manifest_records
+from rsxai.cohort.sources import bids_records, manifest_options, manifest_records
 from rsxai.cohort.subjects import Run, Subject
 from rsxai.exceptions import InputError
 
@@ -195,24 +194,9 @@ class Cohort:
                 f"{path} does not exist. Give a BIDS dataset, an fMRIPrep derivatives folder or "
                 "a manifest TSV/CSV."
             )
-        manifest_options = inspect.signature(cls.from_manifest).parameters
-        bids_only = {
-            name: parameter.default
-            for name, parameter in inspect.signature(cls.from_bids).parameters.items()
-            if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in manifest_options
-        }
-        not_default = [
-            f"{name}={options[name]!r}"
-            for name, default in bids_only.items()
-            if name in options and options[name] != default
-        ]
-        if not_default:
-            raise InputError(
-                f"{path} is a manifest; the options {', '.join(not_default)} apply to BIDS "
-                "folders only. Drop them or give the BIDS folder."
-            )
-        options = {name: value for name, value in options.items() if name not in bids_only}
-        return cls.from_manifest(path, **options)
+        return cls.from_manifest(
+            path, **manifest_options(path, options, cls.from_bids, cls.from_manifest)
+        )
 
     # --------------------------------------------------------------- properties
     @property

@@ -22,7 +22,7 @@ from nibabel.spatialimages import HeaderDataError
 
 from rsxai.cohort.nifti_scan import header_tr, mni_placement, scan_image_data
 from rsxai.exceptions import InputError
-from rsxai.preprocess.confounds import load_confounds
+from rsxai.preprocess import load_confounds
 
 # What nibabel raises on a file that is not a readable image.
 UNREADABLE_IMAGE_ERRORS = (

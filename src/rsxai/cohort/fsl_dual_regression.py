@@ -23,8 +23,12 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
+from rsxai.cohort.file_checks import MNI_MAX_CENTRE_DISTANCE_MM, MNI_MIN_COVERAGE
+from rsxai.cohort.map_stack import open_nifti, subjects_cohort
+from rsxai.cohort.nifti_scan import mni_placement
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
+from rsxai.tables import read_table
 
 if TYPE_CHECKING:
     from rsxai.cohort.cohort import Cohort
@@ -184,10 +188,6 @@ def _numbering_problems(files: dict[int, Path], folder: Path, cohort: Cohort | N
 
 def _header_problems(files: list[Path], folder: Path) -> tuple[list, tuple | None]:
     """Every subject file readable, on one grid with one number of maps; the reference header."""
-    from rsxai.cohort.file_checks import MNI_MAX_CENTRE_DISTANCE_MM, MNI_MIN_COVERAGE
-    from rsxai.cohort.map_stack import open_nifti
-    from rsxai.cohort.nifti_scan import mni_placement
-
     problems, reference = [], None
     for path in files:
         img, open_problems = open_nifti(path, "subject maps")
@@ -227,8 +227,6 @@ def _header_problems(files: list[Path], folder: Path) -> tuple[list, tuple | Non
 
 
 def _group_maps_problems(path: Path, n_components: int) -> list[str]:
-    from rsxai.cohort.map_stack import open_nifti
-
     img, problems = open_nifti(path, "--group-maps")
     n_maps = 1 if img is None or len(img.shape) == 3 else int(np.prod(img.shape[3:]))
     if img is not None and n_maps != n_components:
@@ -275,9 +273,6 @@ def read_fsl_dual_regression(
         Listing every problem found: missing or extra subject files, a table
         of another length, files on different grids, unreadable files.
     """
-    from rsxai.cohort.map_stack import subjects_cohort
-    from rsxai.tables import read_table
-
     folder = Path(folder)
     files = _subject_files(folder) if folder.is_dir() else {}
     if not files:

@@ -22,9 +22,19 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
-from rsxai.cohort.file_checks import UNREADABLE_IMAGE_ERRORS, error_reason
+from rsxai.cohort.cohort import Cohort, Subject
+from rsxai.cohort.file_checks import (
+    MNI_MAX_CENTRE_DISTANCE_MM,
+    MNI_MIN_COVERAGE,
+    UNREADABLE_IMAGE_ERRORS,
+    error_reason,
+    usable_affine,
+)
+from rsxai.cohort.nifti_scan import mni_placement
+from rsxai.cohort.participants import is_bids_label, read_rows, resolve_groups, type_covariates
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
+from rsxai.tables import read_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,8 +80,6 @@ def network_name(stack: Path, given: str | None = None) -> tuple[str, list[str]]
     ``network-visual_...`` gives ``visual``; FSL's ``dr_stage2_ic0003.nii.gz``
     gives ``ic0003``; otherwise the file name's letters and digits.
     """
-    from rsxai.cohort.participants import is_bids_label
-
     if given is not None:
         if is_bids_label(given):
             return given, []
@@ -100,9 +108,6 @@ def subjects_cohort(
     min_per_group: int,
 ) -> Cohort:
     """The subjects table as a cohort without runs, in row order; raise every problem."""
-    from rsxai.cohort.cohort import Cohort, Subject
-    from rsxai.cohort.participants import read_rows, resolve_groups, type_covariates
-
     id_column = next((c for c in ("participant_id", "subject") if c in table.columns), None)
     if id_column is None or group_column not in table.columns:
         raise InputError(
@@ -175,13 +180,6 @@ def open_nifti(path: Path, what: str) -> tuple[nib.Nifti1Image | None, list[str]
 def _stack_header_problems(
     img: nib.Nifti1Image, path: Path, n_rows: int | None, subjects: Path
 ) -> list[str]:
-    from rsxai.cohort.file_checks import (
-        MNI_MAX_CENTRE_DISTANCE_MM,
-        MNI_MIN_COVERAGE,
-        usable_affine,
-    )
-    from rsxai.cohort.nifti_scan import mni_placement
-
     shape = img.shape
     if len(shape) != 4:
         return [
@@ -311,8 +309,6 @@ def read_map_stack(
     InputError
         Listing every problem found, one line each (file, problem, fix).
     """
-    from rsxai.tables import read_table
-
     stack, subjects = Path(stack), Path(subjects)
     name, problems = network_name(stack, network)
     cohort, n_rows = None, None

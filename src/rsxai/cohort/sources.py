@@ -9,6 +9,7 @@ raising. These functions back :meth:`Cohort.from_bids` and
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -353,3 +354,28 @@ def manifest_records(
         source=str(path),
         nothing_found=f"{path}: no subject left after participant_label / exclude_label.",
     )
+
+
+def manifest_options(path: Path, options: dict, from_bids, from_manifest) -> dict:
+    """``options`` of :meth:`Cohort.from_path` as :meth:`Cohort.from_manifest` takes them.
+
+    Options that only concern BIDS folders are dropped when left at their defaults
+    (so that one set of options serves both readers); otherwise they are an error.
+    """
+    manifest_parameters = inspect.signature(from_manifest).parameters
+    bids_only = {
+        name: parameter.default
+        for name, parameter in inspect.signature(from_bids).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in manifest_parameters
+    }
+    not_default = [
+        f"{name}={options[name]!r}"
+        for name, default in bids_only.items()
+        if name in options and options[name] != default
+    ]
+    if not_default:
+        raise InputError(
+            f"{path} is a manifest; the options {', '.join(not_default)} apply to BIDS "
+            "folders only. Drop them or give the BIDS folder."
+        )
+    return {name: value for name, value in options.items() if name not in bids_only}

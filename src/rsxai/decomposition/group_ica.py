@@ -16,14 +16,15 @@ from collections.abc import Sequence
 from numbers import Integral, Real
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from rsxai.decomposition._migp_subjects import SubjectSource
-from rsxai.decomposition._params import ConstructorParams
 from rsxai.decomposition.group_pca import migp
 from rsxai.decomposition.icasso import FASTICA_FUNS, fastica_restarts, icasso_stability, whiten
 from rsxai.decomposition.pca_dimension import estimate_n_components
 from rsxai.decomposition.regression import spatial_regression
-from rsxai.exceptions import ICAConvergenceWarning, InputError, NotFittedError
+from rsxai.exceptions import ICAConvergenceWarning, InputError
 
 __all__ = ["GroupICA"]
 
@@ -45,7 +46,7 @@ def _is_int(value) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
-class GroupICA(ConstructorParams):
+class GroupICA(BaseEstimator):
     """Spatial group ICA of several subjects' masked data (MELODIC-style, memory bounded).
 
     ``fit`` reduces all subjects to a group PCA space by MIGP (Smith et al.
@@ -142,13 +143,12 @@ class GroupICA(ConstructorParams):
 
     Notes
     -----
-    Follows scikit-learn's estimator API (``get_params``, ``set_params``,
-    so ``sklearn.base.clone`` works) without importing scikit-learn, whose
-    import alone would more than double the memory of a group ICA on a
-    60-subject cohort; not a transformer: ``fit`` takes many subjects,
-    ``transform`` one. FastICA restarts that do not converge are reported
-    with :class:`rsxai.exceptions.ICAConvergenceWarning`, ``transform``
-    before ``fit`` raises :class:`rsxai.exceptions.NotFittedError`.
+    A scikit-learn estimator (``get_params``, ``set_params``,
+    ``sklearn.base.clone``; parameters are checked in ``fit``), but not a
+    transformer: ``fit`` takes many subjects, ``transform`` one. FastICA
+    restarts that do not converge are reported with
+    :class:`rsxai.exceptions.ICAConvergenceWarning`; ``transform`` before
+    ``fit`` raises scikit-learn's ``NotFittedError``.
     Subjects are expected already preprocessed and masked on a common grid;
     MIGP still demeans and variance-normalises each voxel of each subject,
     as MELODIC does.
@@ -365,8 +365,11 @@ class GroupICA(ConstructorParams):
         -------
         ndarray of shape (T, n_components_), float32
         """
-        if not hasattr(self, "components_"):
-            raise NotFittedError("This GroupICA instance is not fitted yet; call fit(subjects).")
+        check_is_fitted(
+            self,
+            "components_",
+            msg="This %(name)s instance is not fitted yet; call fit(subjects) before transform.",
+        )
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_voxels_:
             raise InputError(

@@ -288,6 +288,7 @@ def _noise_seeds(seed: int | Sequence[int], n_inputs: int) -> list[int]:
 
 
 def _saliency(model, x, targets, batch_size) -> torch.Tensor:
+    # Lazy: Captum takes about 1 s to import.
     from captum.attr import Saliency
 
     saliency = Saliency(model)
@@ -324,6 +325,7 @@ def _smoothgrad(model, x, targets, seeds, n_samples, noise_level, batch_size) ->
 
 
 def _integrated_gradients(model, x, targets, baseline, n_steps, batch_size) -> torch.Tensor:
+    # Lazy: Captum takes about 1 s to import.
     from captum.attr import IntegratedGradients
 
     integrated_gradients = IntegratedGradients(model)

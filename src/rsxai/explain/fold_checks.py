@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from rsxai.cnn.classifier import CNNClassifier, crop_box
-from rsxai.cnn.training import torch_threads
+from rsxai.cnn import CNNClassifier, crop_box, torch_threads
 from rsxai.explain.faithfulness import deletion_insertion
 from rsxai.explain.sanity_checks import (
     cascading_randomisation,

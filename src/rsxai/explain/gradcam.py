@@ -137,6 +137,7 @@ def gradcam_maps(
     -------
     Tensor of shape (n, X, Y, Z)
     """
+    # Lazy: Captum takes about 1 s to import.
     from captum.attr import LayerGradCam
 
     # Captum removes its forward hook in a `finally` block.

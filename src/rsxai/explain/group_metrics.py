@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import stats
+from scipy.spatial import cKDTree
 
 GROUP_MAP_NAMES = ("meancorrect", "meanall", "tstat")
 
@@ -340,8 +341,6 @@ def localisation(
 
 
 def _within_distance(ijk: np.ndarray, region: np.ndarray, tolerance: float) -> np.ndarray:
-    from scipy.spatial import cKDTree
-
     distance, _ = cKDTree(ijk[region]).query(ijk, k=1)
     return distance <= tolerance + 1e-9
 

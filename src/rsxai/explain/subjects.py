@@ -7,7 +7,7 @@ and in masked space, ``(n_subjects, n_voxels)`` with the :class:`rsxai.grid.Grid
 voxel order, so that :meth:`Grid.to_img` writes them back into MNI space;
 normalisation is the separate step of :mod:`rsxai.explain.group_metrics`.
 
-Group maps and their comparisons are in :mod:`rsxai.explain.group_results`, the
+Group maps and their comparisons are in :mod:`rsxai.explain.group_comparison`, the
 checks of their trust in :mod:`rsxai.explain.fold_checks`. Nothing here reads or
 writes files (that is :mod:`rsxai.stages.explain_network`, called by
 :mod:`rsxai.stages.explain`).
@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rsxai.cnn.classifier import CNNClassifier, crop_box, volumes_to_maps
-from rsxai.cnn.training import torch_threads
+from rsxai.cnn import CNNClassifier, crop_box, torch_threads, volumes_to_maps
 from rsxai.explain.attribution import CAM_METHODS, METHODS, attribute
 
 TARGETS = ("predicted", "patient")

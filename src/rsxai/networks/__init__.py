@@ -1,0 +1,26 @@
+"""Resting-state networks: templates, labelling of ICA components, and :class:`NetworkMaps`.
+
+:class:`NetworkMaps` is group ICA + labelling + dual regression as one estimator:
+fit on some subjects, transform any subject.
+"""
+
+from rsxai.networks.labelling import NetworkLabels, label_components
+from rsxai.networks.network_maps import (
+    NetworkMaps,
+    check_networks_found,
+    choose_networks,
+    load_group_maps,
+)
+from rsxai.networks.templates import NetworkTemplates, builtin_templates, load_templates
+
+__all__ = [
+    "NetworkLabels",
+    "NetworkMaps",
+    "NetworkTemplates",
+    "builtin_templates",
+    "check_networks_found",
+    "choose_networks",
+    "label_components",
+    "load_group_maps",
+    "load_templates",
+]

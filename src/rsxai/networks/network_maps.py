@@ -4,21 +4,25 @@
 shape: it is fitted on some subjects (group ICA and the choice of each
 network's component) and transforms any subject (dual regression onto the
 fitted group maps), the way a scikit-learn ``Pipeline`` step does. The
-classifier receives it as an argument and fits a fresh copy in each training
-fold, so no held-out subject ever shapes the group maps it is projected on.
+cross-validation receives it as an argument and fits a fresh clone
+(``sklearn.base.clone``) in each training fold, so no held-out subject ever
+shapes the group maps it is projected on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from numbers import Real
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
-from rsxai.decomposition.group_ica import GroupICA
-from rsxai.decomposition.regression import (
+from rsxai.decomposition import (
     DualRegressionResult,
+    GroupICA,
     dual_regression,
     spatial_pseudo_inverse,
 )
@@ -54,6 +58,7 @@ def load_group_maps(path: str | Path, grid: Grid) -> np.ndarray:
     maps : ndarray of shape (n_components, n_voxels)
         Resampled by affine (trilinear), float32.
     """
+    # Lazy: nilearn's image and plotting modules take about 1 s to import.
     from nilearn import image
 
     path = Path(path)
@@ -141,7 +146,7 @@ def check_networks_found(labels: NetworkLabels, min_r: float) -> None:
         )
 
 
-class NetworkMaps:
+class NetworkMaps(BaseEstimator):
     """Group ICA + network labelling + dual regression, fitted on training subjects.
 
     Parameters
@@ -181,6 +186,14 @@ class NetworkMaps:
         Template match of every component and the chosen ones.
     network_components_ : dict of str to int
         Component index of each requested network.
+
+    Notes
+    -----
+    A scikit-learn estimator: ``__init__`` stores the parameters, ``fit``
+    checks them, ``sklearn.base.clone`` gives a fresh unfitted copy (the
+    grid and templates deep-copied), and ``transform`` before ``fit`` raises
+    scikit-learn's ``NotFittedError``. Not a transformer of ``X`` arrays:
+    ``fit`` and ``transform`` take sequences of subjects.
     """
 
     def __init__(
@@ -221,7 +234,13 @@ class NetworkMaps:
         ----------
         subjects : sequence of ndarray of shape (T_s, n_voxels) or of callables returning one
             Preprocessed data of the training subjects (callables let data stream from disk).
+
+        Returns
+        -------
+        self
         """
+        # The group ICA parameters are checked by GroupICA itself, when it runs.
+        self._validate_params()
         self._maps_pinv = None
         if self.group_maps is not None:
             self.ica_ = None
@@ -250,9 +269,32 @@ class NetworkMaps:
         }
         return self
 
+    def _validate_params(self) -> None:
+        problems = []
+        if not isinstance(self.grid, Grid):
+            problems.append(f"grid must be an rsxai.grid.Grid; got {type(self.grid).__name__}.")
+        if isinstance(self.networks, str) or not (
+            isinstance(self.networks, Sequence)
+            and self.networks
+            and all(isinstance(name, str) for name in self.networks)
+        ):
+            problems.append(
+                "networks must be a non-empty sequence of network names, e.g. "
+                f"('sensorimotor', 'visual'); got {self.networks!r}."
+            )
+        if not (isinstance(self.min_r, Real) and not isinstance(self.min_r, bool)):
+            problems.append(f"min_r must be a number; got {self.min_r!r}.")
+        if not isinstance(self.des_norm, (bool, np.bool_)):
+            problems.append(f"des_norm must be True or False; got {self.des_norm!r}.")
+        if problems:
+            raise InputError(problems)
+
     def _check_fitted(self) -> None:
-        if not hasattr(self, "components_"):
-            raise RuntimeError("This NetworkMaps is not fitted yet; call fit first.")
+        check_is_fitted(
+            self,
+            "components_",
+            msg="This %(name)s instance is not fitted yet; call fit(subjects) first.",
+        )
 
     def dual_regress(self, subject: SubjectData) -> DualRegressionResult:
         """Dual regression of one subject onto all group maps.

@@ -145,6 +145,7 @@ def builtin_templates(
     NetworkTemplates
         The 12 networks of :data:`SEITZMAN_NETWORKS`, maps of shape (12, n_voxels).
     """
+    # Lazy: nilearn's image and plotting modules take about 1 s to import.
     from nilearn.datasets import fetch_coords_seitzman_2018
 
     atlas = fetch_coords_seitzman_2018()
@@ -282,6 +283,7 @@ def load_templates(
         Unreadable image, names not matching the maps, or an image whose
         content mostly falls outside the grid's brain mask (another space).
     """
+    # Lazy: nilearn's image and plotting modules take about 1 s to import.
     from nilearn.image import resample_img
 
     path = Path(path)

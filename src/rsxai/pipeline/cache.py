@@ -27,12 +27,12 @@ from rsxai._version import __version__
 from rsxai.outputs import OUTPUT_NAMES, read_json
 
 if TYPE_CHECKING:
-    from rsxai.cohort.cohort import Cohort
-    from rsxai.stages.context import RunContext, Stage
+    from rsxai.cohort import Cohort
+    from rsxai.stages import RunContext, Stage
 
 __all__ = ["digest", "inputs_key", "is_reusable", "remove_stale_work_folders", "stage_key"]
 
-logger = logging.getLogger("rsxai")
+logger = logging.getLogger(__name__)
 
 #: Where the keyed work folders are, relative to the output folder.
 WORK_DIR = ".rsxai/work"

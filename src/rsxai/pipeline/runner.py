@@ -17,12 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rsxai._version import __version__
-from rsxai.cohort.cohort import Cohort
-from rsxai.cohort.fsl_dual_regression import (
-    is_fsl_dual_regression,
-    read_fsl_dual_regression,
-)
-from rsxai.config.resolve import STAGES, Config
+from rsxai.cnn import resolve_device
+from rsxai.cohort import Cohort, is_fsl_dual_regression, read_fsl_dual_regression
+from rsxai.config import STAGES, Config
 from rsxai.exceptions import InputError
 from rsxai.outputs import (
     Summary,
@@ -35,21 +32,27 @@ from rsxai.outputs import (
     write_text,
     write_tsv,
 )
+from rsxai.parallel import cluster_client, execution_backend, with_n_jobs
 from rsxai.pipeline.cache import inputs_key, is_reusable, remove_stale_work_folders, stage_key
 from rsxai.pipeline.provenance import iso_time, write_provenance
-from rsxai.stages import classify as classify_stage
-from rsxai.stages import explain as explain_stage
-from rsxai.stages import fsl_networks as fsl_stage
-from rsxai.stages import networks as stage_runners
-from rsxai.stages import preprocess as preprocess_stage
-from rsxai.stages import stats as stats_stage
-from rsxai.stages.context import RunContext, Stage
-from rsxai.stages.estimators import confounds_strategy
+from rsxai.report import write_report
+from rsxai.stages import (
+    RunContext,
+    Stage,
+    confounds_strategy,
+    run_classify,
+    run_dual_regression,
+    run_explain,
+    run_fsl_networks,
+    run_ica,
+    run_preprocess,
+    run_stats,
+)
 
 if TYPE_CHECKING:
     from distributed import Client
 
-logger = logging.getLogger("rsxai")
+logger = logging.getLogger(__name__)
 
 
 # Stages implemented in this version, in pipeline order. A stage name of
@@ -58,25 +61,25 @@ IMPLEMENTED_STAGES: tuple[Stage, ...] = (
     # The cohort's files (checksums) are in every stage's key and its design in
     # those that use it; the [input] options only choose files or validate them,
     # so they are not a section here.
-    Stage("preprocess", preprocess_stage.run_preprocess, ("preprocess",)),
-    Stage("ica", stage_runners.run_ica, ("ica", "networks", "dual_regression")),
+    Stage("preprocess", run_preprocess, ("preprocess",)),
+    Stage("ica", run_ica, ("ica", "networks", "dual_regression")),
     # Its subject-order tables list each subject's group.
     Stage(
         "dual_regression",
-        stage_runners.run_dual_regression,
+        run_dual_regression,
         ("dual_regression",),
         uses_design=True,
     ),
-    Stage("stats", stats_stage.run_stats, ("stats",), uses_design=True),
-    Stage("classify", classify_stage.run_classify, ("classify",), uses_design=True),
-    Stage("explain", explain_stage.run_explain, ("explain",), uses_design=True),
+    Stage("stats", run_stats, ("stats",), uses_design=True),
+    Stage("classify", run_classify, ("classify",), uses_design=True),
+    Stage("explain", run_explain, ("explain",), uses_design=True),
 )
 
 # With an FSL dual_regression folder as input, its maps stand in for the first
 # three stages: one stage (named after the last of them, so that --stop-after
 # means the same) labels the group maps and writes the network stacks.
 FSL_STAGES: tuple[Stage, ...] = (
-    Stage("dual_regression", fsl_stage.run_fsl_networks, ("ica", "networks"), uses_design=True),
+    Stage("dual_regression", run_fsl_networks, ("ica", "networks"), uses_design=True),
     *IMPLEMENTED_STAGES[3:],
 )
 #: Status of the stages an FSL dual_regression folder replaces.
@@ -173,11 +176,8 @@ def run(
         )
     _check_output_folder(input_path, out_dir, config.input.derivatives)
     if STAGES.index(config.run.stop_after) >= STAGES.index("classify"):
-        from rsxai.cnn.runtime import resolve_device
-
         # A GPU asked for and missing would otherwise stop the run after hours of statistics.
         resolve_device(config.run.device)
-    from rsxai.parallel import cluster_client
 
     # The cluster is checked (and its one connection kept for the run) before
     # the cohort, whose validation and checksums take long on a big one.
@@ -223,7 +223,8 @@ def _run(
     output_path(out_dir, "state_dir").mkdir(exist_ok=True)
     log_handler = logging.FileHandler(output_path(out_dir, "log"), encoding="utf-8")
     log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
-    logger.addHandler(log_handler)
+    # On the package logger, so that every module's records (rsxai.*) reach the file.
+    logging.getLogger("rsxai").addHandler(log_handler)
     try:
         for warning in cohort.warnings:
             logger.debug("Input warning: %s", warning)
@@ -235,7 +236,6 @@ def _run(
         timings = {"input": {"start": iso_time(started), "end": iso_time(time.time())}}
         summary = _write_run_description(input_path, out_dir, config, cohort)
         context = RunContext(config, cohort, out_dir, summary, progress=progress, fsl=fsl)
-        from rsxai.parallel import execution_backend, with_n_jobs
 
         # Locally or on a Dask cluster: the stages' joblib loops run where the
         # backend sends them; rsxai.toml and provenance keep the options as given.
@@ -262,7 +262,7 @@ def _run(
         logger.info("Results in %s", out_dir)
         return summary.data
     finally:
-        logger.removeHandler(log_handler)
+        logging.getLogger("rsxai").removeHandler(log_handler)
         log_handler.close()
 
 
@@ -283,8 +283,6 @@ def _write_report(out_dir: Path) -> None:
     A failure here is logged and leaves every result in place: the report can
     be rebuilt with ``rsxai report OUTPUT_DIR``.
     """
-    from rsxai.report.build import write_report
-
     try:
         write_report(out_dir)  # logs where it wrote
     except Exception:  # the results are written; a broken figure must not lose them

@@ -22,28 +22,46 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rsxai.config.commands import CLASSIFY_OPTIONS, STATS_OPTIONS
-from rsxai.config.resolve import Config
+import tomli_w
+
+from rsxai.anatomy import atlas_data_dir
+from rsxai.classify import make_splits
+from rsxai.cohort import read_map_stack
+from rsxai.config import CLASSIFY_OPTIONS, STATS_OPTIONS, Config, load_config_file
 from rsxai.exceptions import InputError
+from rsxai.outputs import (
+    Summary,
+    file_checksum,
+    output_path,
+    write_dataset_description,
+    write_nifti,
+    write_text,
+    write_tsv,
+)
+from rsxai.parallel import execution_backend, with_n_jobs
+from rsxai.pipeline.provenance import write_provenance
+from rsxai.stages import (
+    EXTERNAL_SCOPE,
+    FixedMaps,
+    classify_maps,
+    stats_covariates,
+    write_classification,
+    write_stats,
+)
+from rsxai.stats import group_design
 
 # The modules of the work (numpy, pandas, the stages) are imported inside the
 # functions: the option lists below are read by the command line's parser,
 # which should not pay for them on `rsxai --help`.
 if TYPE_CHECKING:
-    from rsxai.cohort.cohort import Cohort
-    from rsxai.cohort.map_stack import MapStack
+    from rsxai.cohort import Cohort, MapStack
     from rsxai.outputs import Summary
 
-logger = logging.getLogger("rsxai")
+logger = logging.getLogger(__name__)
 
 
 def _write_config(out_dir: Path, config: Config, keys: tuple[str, ...]) -> Path:
     """rsxai.toml with the options this command used, beside those an earlier command wrote."""
-    import tomli_w
-
-    from rsxai.config.resolve import load_config_file
-    from rsxai.outputs import output_path, write_text
-
     path = output_path(out_dir, "config")
     try:
         values = load_config_file(path) if path.exists() else {}
@@ -67,14 +85,6 @@ def _start_outputs(
     out_dir: Path, data: MapStack, config: Config, keys: tuple[str, ...], inputs: dict
 ) -> Summary:
     """Description, configuration, participants, mask and the first summary keys."""
-    from rsxai.outputs import (
-        Summary,
-        output_path,
-        write_dataset_description,
-        write_nifti,
-        write_tsv,
-    )
-
     out_dir.mkdir(parents=True, exist_ok=True)
     write_dataset_description(out_dir, source=inputs["stack"])
     _write_config(out_dir, config, keys)
@@ -112,9 +122,6 @@ def _start_outputs(
 def _write_provenance(
     out_dir: Path, config: Config, keys, inputs: dict, started: float, command: list[str] | None
 ) -> None:
-    from rsxai.outputs import file_checksum
-    from rsxai.pipeline.provenance import write_provenance
-
     write_provenance(
         out_dir,
         command=command,
@@ -136,8 +143,6 @@ def _inputs(stack, subjects, mask) -> dict:
 
 def _read(stack, subjects, out_dir: Path, config: Config, mask, network, check) -> MapStack:
     """The checked stack; problems of the output folder are listed with the input's."""
-    from rsxai.cohort.map_stack import read_map_stack
-
     inputs = [Path(p) for p in (stack, subjects, mask) if p is not None]
     problems = []
     if out_dir.exists() and not out_dir.is_dir():
@@ -197,10 +202,6 @@ def run_stack_stats(
     summary : dict
         The content of ``summary.json``.
     """
-    from rsxai.anatomy.atlas import atlas_data_dir
-    from rsxai.parallel import execution_backend, with_n_jobs
-    from rsxai.stages.stats import stats_covariates, write_stats
-    from rsxai.stats.design import group_design
 
     def check(cohort: Cohort) -> None:
         covariates, _ = stats_covariates(config.stats, cohort.covariates, str(subjects))
@@ -259,15 +260,6 @@ def run_stack_classify(
     summary : dict
         The content of ``summary.json``.
     """
-    from rsxai.classify.splits import make_splits
-    from rsxai.parallel import execution_backend, with_n_jobs
-    from rsxai.stages.classify import (
-        EXTERNAL_SCOPE,
-        FixedMaps,
-        classify_maps,
-        write_classification,
-    )
-
     options = config.classify
 
     def check(cohort: Cohort) -> None:

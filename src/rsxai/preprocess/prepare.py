@@ -287,6 +287,7 @@ def prepare_subject(
             )
         _warn_if_tr_differs(img, tr, name)
         if smoothing_fwhm:
+            # Lazy: nilearn's image and plotting modules take about 1 s to import.
             from nilearn.image import smooth_img
 
             img = smooth_img(img, smoothing_fwhm)

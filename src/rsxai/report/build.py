@@ -27,7 +27,7 @@ from rsxai.report import statistics as report_statistics
 from rsxai.report.folder import ReportFolder
 from rsxai.report.html import Section, SectionNotRun, error_box, escape, guarded, note, page
 
-logger = logging.getLogger("rsxai")
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- assembly

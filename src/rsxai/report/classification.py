@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_curve
 
 from rsxai.report.charts import confusion_chart, null_chart, roc_chart, training_chart
 from rsxai.report.html import (
@@ -174,8 +175,6 @@ def _is_positive(values: pd.Series, positive_label: Any) -> np.ndarray:
 
 
 def _roc(folder: ReportFolder, network: str, models: list[str], metrics: dict) -> str:
-    from sklearn.metrics import roc_curve
-
     positive = folder.summary.get("subjects", {}).get("positive_label")
     curves = {}
     for model in models:

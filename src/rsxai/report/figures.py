@@ -143,6 +143,7 @@ def glass_brain(
     ``vmax`` fixes the colour scale (e.g. shared by several maps); by default
     it is the map's largest magnitude.
     """
+    # Lazy: nilearn's image and plotting modules take about 1 s to import.
     from nilearn import plotting
 
     vmax = _largest_magnitude(img) if vmax is None else vmax
@@ -194,6 +195,7 @@ def stat_slices(
         Draw the ``contour_level`` outline of ``contour_img`` in black (e.g.
         the FWE-significant region), when it has voxels above the level.
     """
+    # Lazy: nilearn's image and plotting modules take about 1 s to import.
     from nilearn import plotting
 
     vmax = _largest_magnitude(img)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-logger = logging.getLogger("rsxai")
+logger = logging.getLogger(__name__)
 
 
 class SectionNotRun(Exception):
@@ -174,12 +174,6 @@ def table(
         f'{caption_html}<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>{more}"
     )
-
-
-def definition_list(items: Iterable[tuple[str, str]]) -> str:
-    """Key-value pairs (values are HTML)."""
-    body = "".join(f"<dt>{escape(key)}</dt><dd>{value}</dd>" for key, value in items)
-    return f"<dl>{body}</dl>"
 
 
 def error_box(what: str, error: BaseException) -> str:

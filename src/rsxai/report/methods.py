@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from rsxai.report.explanations import group_relevance_maps
 from rsxai.report.html import details, escape, format_number, guarded, paragraph, table
 from rsxai.report.references import METHOD_REFERENCES, Citations
 
@@ -311,8 +312,6 @@ def _classification(folder: ReportFolder, cite: Citations) -> str:
 
 
 def _explanations(folder: ReportFolder, cite: Citations) -> str:
-    from rsxai.report.explanations import group_relevance_maps
-
     found = group_relevance_maps(folder)
     if not found:
         return ""

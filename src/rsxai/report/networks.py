@@ -1,4 +1,4 @@
-"""Report sections of the group-level stages: sample, group ICA, dual regression QC; warnings.
+"""Report sections of the group-level stages: group ICA and dual regression QC.
 
 Each ``*_section(folder)`` returns the section's HTML from the output folder
 (:class:`rsxai.report.ReportFolder`) or raises

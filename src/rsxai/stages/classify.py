@@ -19,19 +19,34 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
-from rsxai.classify.cross_validation import CrossValidation, cross_validate
-from rsxai.classify.refit_permutations import refit_permutation_scores
+from rsxai.classify import (
+    CrossValidation,
+    aggregate_repeats,
+    cross_validate,
+    fold_metrics,
+    permutation_scores,
+    refit_permutation_scores,
+)
+from rsxai.exceptions import InputError
 from rsxai.grid import Grid
 from rsxai.outputs import output_path, read_json, write_json, write_nifti, write_tsv
-from rsxai.stages.estimators import baseline_estimator, cnn_estimator, configured_models
+from rsxai.stages.estimators import (
+    baseline_estimator,
+    cnn_estimator,
+    configured_models,
+    network_maps_estimator,
+)
+from rsxai.stages.preprocess import preprocessed_subjects
 
 if TYPE_CHECKING:
-    from rsxai.cohort.cohort import Cohort
-    from rsxai.config.resolve import Config
+    from rsxai.cohort import Cohort
+    from rsxai.config import Config
     from rsxai.stages.context import RunContext
 
-logger = logging.getLogger("rsxai")
+logger = logging.getLogger(__name__)
 
 #: The scope reported with every metric of ``rsxai classify``.
 EXTERNAL_SCOPE = "external maps"
@@ -58,28 +73,54 @@ SCOPE_DESCRIPTIONS = {
 SCOPE_TRANSDUCTIVE = {"fold": False, "cohort": True, "external maps": None}
 
 
-class FixedMaps:
+class FixedMaps(BaseEstimator):
     """Already computed network maps behind the ``NetworkMaps`` interface.
 
     ``fit`` learns nothing and ``transform`` returns the rows of the given
     subject indices; used in cohort scope, where the dual-regression stage's
-    maps are the features of every fold.
+    maps are the features of every fold. A scikit-learn estimator, cloned
+    like :class:`rsxai.networks.NetworkMaps`.
 
     Parameters
     ----------
     maps : ndarray of shape (n_subjects, n_networks, n_voxels)
     networks : sequence of str
+        One name per map of a subject, in the order of ``maps``' second axis.
+
+    Attributes
+    ----------
+    network_components_ : dict of str to int
+        Position of each network in ``networks``.
     """
 
     def __init__(self, maps: np.ndarray, networks):
         self.maps = maps
-        self.networks = tuple(networks)
+        self.networks = networks
 
     def fit(self, subjects) -> FixedMaps:
-        self.network_components_ = {name: k for k, name in enumerate(self.networks)}
+        """Check the maps and name their networks; ``subjects`` is not used.
+
+        Returns
+        -------
+        self
+        """
+        shape = np.shape(self.maps)
+        networks = tuple(self.networks)
+        if len(shape) != 3 or shape[1] != len(networks):
+            raise InputError(
+                "maps must have shape (n_subjects, n_networks, n_voxels) with n_networks = "
+                f"len(networks) = {len(networks)}; got shape {shape}."
+            )
+        self.network_components_ = {name: k for k, name in enumerate(networks)}
         return self
 
     def transform(self, subjects) -> np.ndarray:
+        """The maps of the subjects at indices ``subjects``; (n, n_networks, n_voxels)."""
+        check_is_fitted(
+            self,
+            "network_components_",
+            msg="This %(name)s instance is not fitted yet; call fit(subjects) first.",
+        )
         return self.maps[np.asarray(subjects, dtype=int)]
 
 
@@ -103,12 +144,11 @@ def _stage_maps(context: RunContext, grid: Grid) -> FixedMaps:
 
 
 def _fold_estimator(context: RunContext, grid: Grid):
-    from rsxai.stages.estimators import network_maps_estimator
-
-    estimator = network_maps_estimator(context, grid)
-    estimator.n_restarts = context.config.classify.fold_ica_restarts
-    estimator.progress = False
-    return estimator
+    # Fewer restarts than the cohort's group ICA (one fit per fold), and no
+    # progress bars from the folds.
+    return network_maps_estimator(context, grid).set_params(
+        n_restarts=context.config.classify.fold_ica_restarts, progress=False
+    )
 
 
 def _log_fold(split, network, model, seconds) -> None:
@@ -163,8 +203,6 @@ def classify_maps(
 
 def run_classify(context: RunContext) -> list[Path]:
     """Cross-validate every model on every selected network; write the results."""
-    from rsxai.stages.preprocess import preprocessed_subjects
-
     labels = [s.label for s in context.cohort.subjects]
     scope = context.config.classify.cv_scope
     if context.fsl is not None:
@@ -208,8 +246,6 @@ def _significance(
     mask: np.ndarray,
 ):
     """Permutation null of a model's whole CV (first repeat), or None when not asked for."""
-    from rsxai.classify.baselines import permutation_scores
-
     n_permutations = (
         config.classify.cnn_permutations
         if model == "cnn"
@@ -276,8 +312,6 @@ def write_classification(
     entry : dict
         The ``classification`` entry of ``summary.json``.
     """
-    from rsxai.classify.summaries import aggregate_repeats, fold_metrics
-
     options, y = config.classify, cohort.y
     scope = cv_scope or options.cv_scope
     written: list[Path] = []

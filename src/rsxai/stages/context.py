@@ -10,9 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rsxai.cohort.cohort import Cohort
-from rsxai.cohort.fsl_dual_regression import FSLDualRegression
-from rsxai.config.resolve import Config
+from rsxai.cohort import Cohort, FSLDualRegression
+from rsxai.config import Config
 from rsxai.outputs import Summary
 
 

@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rsxai.classify import LinearBaseline
+from rsxai.cnn import CNNClassifier
 from rsxai.exceptions import InputError
+from rsxai.networks import NetworkMaps
 
 if TYPE_CHECKING:
-    from rsxai.config.resolve import Config
+    from rsxai.config import Config
     from rsxai.grid import Grid
     from rsxai.stages.context import RunContext
 
@@ -28,8 +31,6 @@ def _inner_folds(y: np.ndarray, scheme: str, n_splits: int) -> int:
 
 def baseline_estimator(config: Config, y: np.ndarray, kind: str):
     """A linear baseline (``kind``: svm or logistic) configured by the ``[classify]`` options."""
-    from rsxai.classify.baselines import LinearBaseline
-
     options = config.classify
     inner_cv = _inner_folds(y, options.cv_scheme, options.cv_folds)
     return LinearBaseline(kind=kind, inner_cv=inner_cv, random_state=config.run.random_seed)
@@ -37,8 +38,6 @@ def baseline_estimator(config: Config, y: np.ndarray, kind: str):
 
 def cnn_estimator(config: Config, mask: np.ndarray):
     """The CNN classifier configured by the run's ``[classify]`` options (unfitted)."""
-    from rsxai.cnn.classifier import CNNClassifier
-
     options = config.classify
     return CNNClassifier(
         mask,
@@ -107,8 +106,6 @@ def forced_components(values: list[str]) -> dict[str, int]:
 
 def network_maps_estimator(context: RunContext, grid: Grid):
     """A :class:`NetworkMaps` configured from the run's options (unfitted)."""
-    from rsxai.networks.network_maps import NetworkMaps
-
     config = context.config
     return NetworkMaps(
         grid,

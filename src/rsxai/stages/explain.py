@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 
 import tomli_w
 
-from rsxai.config.commands import EXPLAIN_KEYS
-from rsxai.config.resolve import load_config_file, resolve_config
+from rsxai.anatomy import atlas_data_dir
+from rsxai.config import EXPLAIN_KEYS, load_config_file, resolve_config
 from rsxai.exceptions import InputError
-from rsxai.explain.subjects import METHOD_LABELS
+from rsxai.explain import METHOD_LABELS
 from rsxai.grid import Grid
 from rsxai.outputs import Summary, output_path, write_text
 from rsxai.stages.explain_inputs import (
@@ -38,10 +38,10 @@ from rsxai.stages.explain_inputs import (
 from rsxai.stages.explain_network import explain_network
 
 if TYPE_CHECKING:
-    from rsxai.config.resolve import Config
+    from rsxai.config import Config
     from rsxai.stages.context import RunContext
 
-logger = logging.getLogger("rsxai")
+logger = logging.getLogger(__name__)
 
 NORMALISATION = (
     "group maps: each subject's |relevance| divided by its sum over the brain mask (each "
@@ -113,8 +113,6 @@ def _explain_folder(
     input_paths,
 ) -> list[Path]:
     """:func:`explain_output_folder` without touching ``rsxai.toml``."""
-    from rsxai.anatomy.atlas import atlas_data_dir
-
     started = time.perf_counter()
     options = config.explain
     if not 0 < options.top_fraction <= 1:

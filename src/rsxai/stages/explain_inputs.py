@@ -16,12 +16,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from rsxai.cnn.classifier import CNNClassifier
+from rsxai.cnn import CNNClassifier
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
 from rsxai.outputs import output_path, read_json
+from rsxai.simulate import load_ground_truth
 
-logger = logging.getLogger("rsxai")
+logger = logging.getLogger(__name__)
 
 #: FWE-corrected p below which a voxel counts as significant (the stats stage's threshold).
 FWE_ALPHA = 0.05
@@ -236,13 +237,12 @@ def effect_regions(ground_truth_dir: Path, grid: Grid) -> dict[str, np.ndarray]:
     mask; several effects of one network are united. Networks without an
     effect have none.
     """
-    from rsxai.simulate.dataset import load_ground_truth
-
     truth = load_ground_truth(ground_truth_dir)
     if not len(truth.effect_table):
         return {}
     effects = truth.effects
     if effects.shape[:3] != grid.shape or not np.allclose(truth.affine, grid.affine, atol=1e-4):
+        # Lazy: nilearn's image and plotting modules take about 1 s to import.
         from nilearn.image import resample_img
 
         effects = resample_img(

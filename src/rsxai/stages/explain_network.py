@@ -5,7 +5,7 @@
 :func:`rsxai.stages.explain_inputs.load_heldout`) and writes under
 ``explanations/network-<name>/``: every held-out subject's raw map per method
 and target (4D NIfTI, subjects as in ``desc-subjects_order.tsv``); group maps
-(``meancorrect``, ``meanall``, ``tstat``; :mod:`rsxai.explain.group_results`) with
+(``meancorrect``, ``meanall``, ``tstat``; :mod:`rsxai.explain.group_comparison`) with
 their top regions; their agreement with the group statistics; the
 randomisation sanity checks and deletion / insertion curves
 (:mod:`rsxai.explain.fold_checks`); on simulated data, the localisation of the
@@ -24,14 +24,15 @@ import numpy as np
 import pandas as pd
 
 from rsxai.exceptions import InputError
-from rsxai.explain.fold_checks import first_fold_checks, sampled_faithfulness
-from rsxai.explain.group_metrics import GROUP_MAP_NAMES
-from rsxai.explain.group_results import group_results
-from rsxai.explain.subjects import (
+from rsxai.explain import (
+    GROUP_MAP_NAMES,
     METHOD_LABELS,
     AttributionSettings,
     explain_subjects,
+    first_fold_checks,
+    group_results,
     heldout_predictions,
+    sampled_faithfulness,
 )
 from rsxai.grid import Grid
 from rsxai.outputs import output_path, write_nifti, write_tsv
@@ -39,9 +40,9 @@ from rsxai.stages.estimators import cnn_estimator
 from rsxai.stages.explain_inputs import load_heldout, statistics_maps
 
 if TYPE_CHECKING:
-    from rsxai.config.resolve import Config
+    from rsxai.config import Config
 
-logger = logging.getLogger("rsxai")
+logger = logging.getLogger(__name__)
 
 #: The patient class of the classify stage's labels (``Cohort.y``: 1 for the positive group).
 PATIENT = 1

@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rsxai.exceptions import InputError
-from rsxai.networks.network_maps import check_networks_found, choose_networks, load_group_maps
+from rsxai.networks import check_networks_found, choose_networks, load_group_maps
 from rsxai.outputs import output_path, write_json, write_nifti, write_tsv
 from rsxai.stages.estimators import forced_components
 from rsxai.stages.networks import write_network_stacks
 
 if TYPE_CHECKING:
-    from rsxai.cohort.fsl_dual_regression import FSLDualRegression
+    from rsxai.cohort import FSLDualRegression
     from rsxai.stages.context import RunContext
 
-logger = logging.getLogger("rsxai")
+logger = logging.getLogger(__name__)
 
 #: What the group maps are when MELODIC's are not given.
 MEAN_MAPS_SOURCE = "mean of the subjects' stage-2 maps (no --group-maps given)"

@@ -1,10 +1,10 @@
-"""What each pipeline stage reads from and writes to the output folder.
+"""The ica and dual_regression stages on the output folder: group maps, subject maps, stacks.
 
-The stage modules (``preprocess``, ``network_maps``, …) work on arrays and
-know nothing of the output folder; the functions here translate the resolved
-configuration into their parameters, stream subjects from disk, and write the
-results under the names of :data:`rsxai.outputs.OUTPUT_NAMES`. Each returns
-the files it wrote, which the pipeline records to decide on reuse.
+:class:`rsxai.networks.NetworkMaps` and :func:`rsxai.decomposition.dual_regression`
+work on arrays and know nothing of the output folder; the functions here stream
+the preprocessed subjects from disk and write the results under the names of
+:data:`rsxai.outputs.OUTPUT_NAMES`. Each returns the files it wrote, which the
+pipeline records to decide on reuse.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from rsxai.decomposition.regression import spatial_pseudo_inverse
+from rsxai.decomposition import dual_regression, spatial_pseudo_inverse
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
 from rsxai.outputs import output_path, read_json, write_json, write_nifti, write_tsv
@@ -29,7 +30,7 @@ from rsxai.stages.preprocess import preprocessed_subjects
 if TYPE_CHECKING:
     from rsxai.stages.context import RunContext
 
-logger = logging.getLogger("rsxai")
+logger = logging.getLogger(__name__)
 
 
 def run_ica(context: RunContext) -> list[Path]:
@@ -84,8 +85,6 @@ def _dual_regress_one(components, maps_pinv, load, des_norm, grid, targets, rows
     results sent back, they would queue in the parent faster than it writes
     them (1.9 GB at 600 subjects in benchmarks/scale.py).
     """
-    from rsxai.decomposition.regression import dual_regression
-
     with threadpool_limits(1, user_api="blas"):  # as _preprocess_one: results equal anywhere
         result = dual_regression(components, load(), des_norm=des_norm, maps_pinv=maps_pinv)
     columns = [f"IC{index:02d}" for index in range(len(components))]
@@ -214,6 +213,4 @@ def write_network_stacks(
 
 
 def _load_nifti(path: Path) -> np.ndarray:
-    import nibabel as nib
-
     return np.asarray(nib.load(path).dataobj, dtype=np.float32)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from rsxai.grid import Grid
 from rsxai.outputs import atomic_path, output_path, write_nifti
+from rsxai.preprocess import common_mask, prepare_subject
 from rsxai.stages.estimators import confounds_strategy
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ logger = logging.getLogger(__name__)
 
 
 def _preprocess_one(runs, grid: Grid, target: Path, tr: float, options: dict) -> Path:
-    from rsxai.preprocess.prepare import prepare_subject
-
     # One BLAS thread wherever this runs (here, a worker process, a Dask worker):
     # the thread count changes the order of sums and so the last bits.
     with threadpool_limits(1, user_api="blas"):
@@ -41,8 +40,6 @@ def _preprocess_one(runs, grid: Grid, target: Path, tr: float, options: dict) ->
 
 def run_preprocess(context: RunContext) -> list[Path]:
     """Common brain mask, then every subject cleaned onto the analysis grid (in parallel)."""
-    from rsxai.preprocess.prepare import common_mask
-
     config, cohort, out_dir = context.config, context.cohort, context.out_dir
     options = config.preprocess
     masks = [run.mask for subject in cohort.subjects for run in subject.runs]

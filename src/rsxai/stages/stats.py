@@ -18,12 +18,14 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from rsxai.anatomy import atlas_data_dir, cluster_table
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
 from rsxai.outputs import output_path, write_nifti, write_tsv
+from rsxai.stats import permutation_glm
 
 if TYPE_CHECKING:
-    from rsxai.config.resolve import Config, Section
+    from rsxai.config import Config, Section
     from rsxai.stages.context import RunContext
 
 # BIDS-safe labels of the contrasts in file names.
@@ -111,8 +113,6 @@ def stats_covariates(
 
 def run_stats(context: RunContext) -> list[Path]:
     """Permutation GLM with TFCE per network and contrast; FWE maps, cluster tables, summary."""
-    from rsxai.anatomy.atlas import atlas_data_dir
-
     config, cohort, out_dir = context.config, context.cohort, context.out_dir
     # Fail before the permutations, not after, when the atlases are missing.
     atlas_data_dir()
@@ -176,9 +176,6 @@ def write_stats(
     entry : dict
         The ``stats`` entry of ``summary.json``.
     """
-    from rsxai.anatomy.clusters import cluster_table
-    from rsxai.stats.permutation import permutation_glm
-
     options = config.stats
     tfce = tfce_settings(options)
     n_tests = len(stacks) * len(options.contrasts)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rsxai.parallel import with_aligned_arrays
 from rsxai.stats.design import PermutedT
 from rsxai.stats.tfce import tfce_positive
 
@@ -158,8 +159,6 @@ def run_batches(
     -------
     list of BatchSummary
     """
-    from rsxai.parallel import with_aligned_arrays
-
     # This runs in a joblib or Dask worker: Dask may hand the arrays inside
     # the model and the settings over misaligned, which can change the last
     # bits of sums (rsxai.parallel.use_aligned_arrays). Realigned here, by the

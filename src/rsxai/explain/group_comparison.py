@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rsxai.anatomy import top_regions
 from rsxai.explain.group_metrics import agreement, group_maps, localisation
 from rsxai.grid import Grid
 
@@ -88,8 +89,6 @@ def group_results(
         ``pointing_game`` (subjects' hit rate), ``pointing_game_group``,
         ``pointing_chance``, ``region_share``; None without ``effect_region``.
     """
-    from rsxai.anatomy.clusters import top_regions
-
     group = group_maps(maps, correct)
     shown = "meancorrect" if group["n_correct"] else "meanall"
     if np.isfinite(group[shown]).all():
