@@ -8,7 +8,7 @@ Both sides start from the simulated cohort's fMRIPrep-style files
 - rsxai: for every subject, :func:`rsxai.preprocess.prepare_subject` with
   ``rsxai run``'s default options (read, resample onto the analysis grid,
   24 motion + white matter + CSF confounds, linear detrend, 0.01-0.1 Hz
-  band-pass, z-score) then :func:`rsxai.decomposition.regression.dual_regression`
+  band-pass, grand-mean scaling) then :func:`rsxai.decomposition.regression.dual_regression`
   onto 20 group maps (stage 1 time courses, stage 2 maps and Z maps).
 
 Subjects run one after the other in one process with one BLAS thread (no

@@ -1,7 +1,7 @@
 """scikit-learn's estimator checks on rsxai's estimators, where they apply.
 
-The classifiers (``LinearBaseline``, ``CNNClassifier``) run the whole suite of
-``parametrize_with_checks``; every check expected to fail is listed with the
+The classifiers (``LinearBaseline``, ``ScreenedBaseline``, ``CNNClassifier``) run the
+whole suite of ``parametrize_with_checks``; every check expected to fail is listed with the
 reason, and ``xfail_strict`` turns a check that starts passing into a failure,
 so that the lists stay true. The group steps (``GroupICA``, ``NetworkMaps``,
 ``FixedMaps``) fit sequences of subjects, not ``X`` arrays, so only the
@@ -17,7 +17,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from rsxai.classify import LinearBaseline
+from rsxai.classify import LinearBaseline, ScreenedBaseline
 from rsxai.cnn import CNNClassifier
 from rsxai.decomposition import GroupICA
 from rsxai.grid import Grid
@@ -104,8 +104,8 @@ _CNN_2_COLUMNS = (
 
 def expected_failed_checks(estimator) -> dict[str, str]:
     """The checks that do not apply to ``estimator``, each with the reason."""
-    if isinstance(estimator, LinearBaseline):
-        return {}  # binary only, which its multi_class=False tag tells the checks
+    if isinstance(estimator, (LinearBaseline, ScreenedBaseline)):
+        return {}  # binary only, which their multi_class=False tag tells the checks
     expected = dict(_CNN_NEVER)
     if int(estimator.mask.sum()) == 2:
         expected.update(dict.fromkeys((*_CNN_3_COLUMNS, "check_supervised_y_2d"), _OTHER_WIDTH))
@@ -132,7 +132,14 @@ def expected_failed_checks(estimator) -> dict[str, str]:
 
 
 @parametrize_with_checks(
-    [LinearBaseline(inner_cv=2), CNN_2_VOXELS, CNN_3_VOXELS],
+    # Unsmoothed: smoothing needs a mask of as many voxels as X has columns, and the checks
+    # make X of their own widths (the smoothing itself: tests/classify/test_screened.py).
+    [
+        LinearBaseline(inner_cv=2),
+        ScreenedBaseline(smoothing_fwhm=None),
+        CNN_2_VOXELS,
+        CNN_3_VOXELS,
+    ],
     expected_failed_checks=expected_failed_checks,
     xfail_strict=True,
 )

@@ -52,7 +52,9 @@ OUTPUT_NAMES: dict[str, str] = {
     "dr_qc": "group/desc-dr_qc.tsv",
     "network_stack": "group/network-{network}_desc-dr_stat-effect_subjects.nii.gz",
     "network_stack_order": "group/network-{network}_desc-dr_subjects.tsv",
-    # stats
+    # stats ({stat}: t, tfce; -log10 p: logpUncorrected, logpFWEt and logpFWEtfce (FWE over
+    # the voxels and contrasts of the network), logpFWEtUncorrectedContrasts and
+    # logpFWEtfceUncorrectedContrasts (FWE over one contrast's voxels; several contrasts only))
     "stat_map": "stats/network-{network}_contrast-{contrast}_stat-{stat}_statmap.nii.gz",
     "clusters": "stats/network-{network}_contrast-{contrast}_clusters.tsv",
     # classify ({model}: cnn, svm, logistic, ensemble)

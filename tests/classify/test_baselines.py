@@ -18,7 +18,7 @@ from sklearn.svm import LinearSVC
 
 from rsxai.classify import LinearBaseline, baselines, permutation_scores
 from rsxai.classify import _baseline_solver as baseline_solver
-from rsxai.classify.baselines import within_fold_permutations
+from rsxai.classify.baseline_permutations import within_fold_permutations
 
 
 def _maps(n_per_group=18, n_voxels=300, effect=0.0, seed=0):

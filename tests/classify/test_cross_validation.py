@@ -10,7 +10,16 @@ import pytest
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 
-from rsxai.classify import cross_validate, ensemble_predictions, make_splits
+from rsxai.classify import (
+    ENSEMBLE_RULE,
+    LinearBaseline,
+    cross_validate,
+    ensemble_predictions,
+    fold_random_state,
+    make_splits,
+    permutation_scores,
+    refit_permutation_scores,
+)
 from rsxai.cnn import CNNClassifier
 from rsxai.exceptions import InputError
 
@@ -175,9 +184,79 @@ def test_ensemble_is_the_mean_probability_over_networks():
     assert ensemble_predictions(networks[networks["network"] == "a"]).empty
 
 
-def test_refit_permutation_null_is_at_chance_on_noise_and_rejects_a_planted_signal():
-    from rsxai.classify import refit_permutation_scores
+class GivenMaps(BaseEstimator):
+    """A feature step that returns the given maps (n_subjects, n_networks, n_voxels)."""
 
+    def __init__(self, maps=None):
+        self.maps = maps
+
+    def fit(self, subjects):
+        self.network_components_ = {f"n{k}": k for k in range(self.maps.shape[1])}
+        return self
+
+    def transform(self, subjects):
+        return self.maps[np.asarray(subjects)]
+
+
+def _weak_maps(seed=2):
+    """Two networks of 24 subjects with a weak effect: Platt and decision disagree there."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], 12)
+    maps = rng.normal(size=(y.size, 2, 80))
+    maps[:, :, :10] += 0.4 * y[:, None, None]
+    return maps, y
+
+
+@pytest.mark.parametrize("kind", ["svm", "logistic"])
+def test_reported_predictions_are_the_labels_the_permutation_tests_score(kind):
+    """y_pred is the model's predict (decision > 0), the rule of both permutation routes."""
+    maps, y = _weak_maps()
+    estimator = LinearBaseline(kind, inner_cv=3)
+    result = cross_validate(
+        GivenMaps(maps), list(range(y.size)), y, {kind: estimator}, n_splits=4, random_state=2
+    )
+    table = result.predictions
+    rows = table[table["network"] == "n0"].set_index("subject").loc[[str(i) for i in range(24)]]
+    says_patient = rows["y_pred"].to_numpy() == 1
+    if kind == "svm":
+        # The case that matters: Platt probability and decision value disagree here.
+        assert np.any((rows["probability"].to_numpy() >= 0.5) != says_patient)
+    folds = [(split.train, split.test) for split in result.splits]
+    seeds = [fold_random_state(2, split) for split in result.splits]
+    fast = permutation_scores(
+        estimator, maps[:, 0], y, folds, n_permutations=3, fold_random_states=seeds
+    )
+    np.testing.assert_array_equal(fast["prediction"], rows["y_pred"].to_numpy())
+    np.testing.assert_array_equal(fast["decision"] > 0, says_patient)
+    reported = np.mean(rows["y_pred"].to_numpy() == y)
+    assert fast["observed"]["accuracy"] == pytest.approx(reported, abs=1e-12)
+    refit = refit_permutation_scores(
+        estimator, [maps[:, 0]] * 4, y, folds, n_permutations=1, fold_random_states=seeds
+    )
+    np.testing.assert_array_equal(refit["prediction"], rows["y_pred"].to_numpy())
+    assert refit["observed"]["accuracy"] == pytest.approx(reported, abs=1e-12)
+    with pytest.raises(ValueError, match="fold_random_states must hold one"):
+        permutation_scores(estimator, maps[:, 0], y, folds, fold_random_states=seeds[:2])
+
+
+def test_ensemble_labels_by_mean_probability_not_by_the_networks_labels():
+    maps, y = _weak_maps()
+    result = cross_validate(
+        GivenMaps(maps), list(range(y.size)), y, {"svm": LinearBaseline(inner_cv=3)}, n_splits=4
+    )
+    table = result.predictions
+    ensemble = table[table["network"] == "ensemble"].set_index("subject")
+    np.testing.assert_array_equal(ensemble["y_pred"], (ensemble["probability"] >= 0.5))
+    assert "mean patient probability" in ENSEMBLE_RULE and ">= 0.5" in ENSEMBLE_RULE
+    # Both networks say one thing by their decision values, the mean Platt probability
+    # the other: the ensemble follows the probability (its documented rule).
+    votes = table[table["network"] != "ensemble"].groupby("subject")["y_pred"].mean()
+    unanimous = votes.loc[ensemble.index].isin([0.0, 1.0])
+    overruled = unanimous & (votes.loc[ensemble.index] != ensemble["y_pred"])
+    assert overruled.any()
+
+
+def test_refit_permutation_null_is_at_chance_on_noise_and_rejects_a_planted_signal():
     rng = np.random.default_rng(4)
     y = np.repeat([0, 1], 15)
     folds = [(s.train, s.test) for s in make_splits(y, n_splits=5, random_state=0)]

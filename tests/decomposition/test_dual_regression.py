@@ -8,7 +8,7 @@ from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from rsxai.decomposition import DualRegressionResult, dual_regression
-from rsxai.decomposition.regression import _TABLE_MIN_SIZE, _TABLE_T_MAX, _t_to_z
+from rsxai.decomposition._t_to_z import TABLE_MIN_SIZE, TABLE_T_MAX, t_to_z
 from rsxai.exceptions import InputError
 
 
@@ -20,7 +20,13 @@ def single_blas_thread():
 
 
 def fsl_dual_regression_reference(group_maps, data, des_norm=True):
-    """FSL's dual_regression stages as literal formulas (float64, pinv, per voxel loop)."""
+    """FSL's dual_regression stages as literal formulas (float64, pinv, per voxel loop).
+
+    The script runs, on its input as it is (no variance normalisation)::
+
+        fsl_glm -i data -d group_maps --demean -o stage1
+        fsl_glm -i data -d stage1 --demean [--des_norm] -o stage2 --out_z=stage2_Z
+    """
     group_maps = np.asarray(group_maps, dtype=np.float64)
     data = np.asarray(data, dtype=np.float64)
     n_volumes, n_maps = data.shape[0], group_maps.shape[0]
@@ -93,6 +99,74 @@ def test_matches_literal_fsl_glm_formulas(des_norm):
     np.testing.assert_allclose(result.z_maps, ref_z, rtol=1e-6, atol=1e-6)
 
 
+def amplitude_subject(rng, n_volumes=80, n_voxels=400):
+    """A planted subject whose voxels' amplitudes span a factor of 100, on means near 1000."""
+    group_maps, _, _, data = planted_subject(rng, n_volumes=n_volumes, n_voxels=n_voxels)
+    amplitude = np.exp(rng.uniform(np.log(0.1), np.log(10.0), n_voxels))
+    return group_maps, amplitude * data + rng.normal(1000.0, 100.0, n_voxels)
+
+
+def zscored(data):
+    data = np.asarray(data, dtype=np.float64)
+    return (data - data.mean(axis=0)) / data.std(axis=0, ddof=1)
+
+
+def test_default_regresses_the_data_as_given_variance_normalise_z_scores_them():
+    rng = np.random.default_rng(6)
+    group_maps, data = amplitude_subject(rng)
+    data = data.astype(np.float32)
+    default = dual_regression(group_maps, data)
+    _, ref_maps, ref_t, dof = fsl_dual_regression_reference(group_maps, data)
+    np.testing.assert_allclose(default.maps, ref_maps, rtol=1e-5, atol=1e-5 * abs(ref_maps).max())
+    np.testing.assert_allclose(default.z_maps, same_tail_z(ref_t, dof), rtol=1e-5, atol=1e-5)
+
+    normalised = dual_regression(group_maps, data, variance_normalise=True)
+    _, ref_maps, ref_t, dof = fsl_dual_regression_reference(group_maps, zscored(data))
+    np.testing.assert_allclose(normalised.maps, ref_maps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(normalised.z_maps, same_tail_z(ref_t, dof), rtol=1e-5, atol=1e-5)
+    # The same as z-scoring the data beforehand, whatever their scale (float64:
+    # float32 rounding of 3 x 1000 would be visible in the smallest voxels).
+    np.testing.assert_allclose(
+        dual_regression(
+            group_maps, 3.0 * data.astype(np.float64) + 7.0, variance_normalise=True
+        ).maps,
+        dual_regression(group_maps, zscored(data)).maps,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    # The two are different analyses: amplitudes are in one and not in the other.
+    assert not np.allclose(default.maps, normalised.maps, rtol=0.1)
+
+
+def test_doubled_voxel_amplitude_doubles_its_map_unless_variance_normalised():
+    rng = np.random.default_rng(7)
+    group_maps, data = amplitude_subject(rng)
+    voxel = int(np.argmax(group_maps[0]))
+    doubled = data.copy()
+    doubled[:, voxel] = 2.0 * (data[:, voxel] - data[:, voxel].mean()) + data[:, voxel].mean()
+    for variance_normalise, expected in ((False, 2.0), (True, 1.0)):
+        once, twice = (
+            dual_regression(group_maps, d, variance_normalise=variance_normalise).maps
+            for d in (data, doubled)
+        )
+        assert twice[0, voxel] / once[0, voxel] == pytest.approx(expected, rel=0.02)
+        # Only that voxel's amplitude changed: the other voxels' maps barely move.
+        others = np.arange(data.shape[1]) != voxel
+        np.testing.assert_allclose(twice[:, others], once[:, others], atol=0.05 * abs(once).max())
+
+
+def test_variance_normalise_keeps_constant_voxels_zero_and_checks_its_value():
+    rng = np.random.default_rng(8)
+    group_maps, data = amplitude_subject(rng, n_volumes=40, n_voxels=200)
+    data[:, 3] = 1234.5
+    data[:, 4] = 0.0
+    result = dual_regression(group_maps, data, variance_normalise=True)
+    assert np.all(result.maps[:, 3:5] == 0) and np.all(result.z_maps[:, 3:5] == 0)
+    assert np.all(np.isfinite(result.z_maps))
+    with pytest.raises(InputError, match=r"variance_normalise must be True or False; got 'yes'"):
+        dual_regression(group_maps, data, variance_normalise="yes")
+
+
 def test_des_norm_makes_maps_invariant_to_group_map_scale():
     rng = np.random.default_rng(1)
     group_maps, _, _, data = planted_subject(rng)
@@ -125,16 +199,16 @@ def test_without_des_norm_maps_scale_inversely_with_timecourses():
 def test_t_to_z_matches_scipy_and_stays_finite():
     dof = 37
     t = np.linspace(-12, 12, 241)
-    np.testing.assert_allclose(_t_to_z(t, dof), same_tail_z(t, dof), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(t_to_z(t, dof), same_tail_z(t, dof), rtol=1e-9, atol=1e-9)
     # For positive t the plain formula is exact enough to compare directly.
     positive = t > 0
     np.testing.assert_allclose(
-        _t_to_z(t[positive], dof),
+        t_to_z(t[positive], dof),
         stats.norm.isf(stats.t.sf(t[positive], dof)),
         rtol=1e-9,
     )
     huge = np.array([1e3, 1e8, 1e30, 1e150, 1e300, -1e300])
-    z = _t_to_z(huge, dof)
+    z = t_to_z(huge, dof)
     assert np.all(np.isfinite(z))
     # Monotone in t, symmetric, and far beyond anything naive isf(sf) can reach (~38).
     assert np.all(np.diff(z[:5]) > 0)
@@ -142,35 +216,35 @@ def test_t_to_z_matches_scipy_and_stays_finite():
     assert z[2] > 38
     # Continuity across the switch to the closed-form tail.
     t_grid = np.geomspace(20, 2000, 400)
-    z_grid = _t_to_z(t_grid, 150)
+    z_grid = t_to_z(t_grid, 150)
     assert np.all(np.diff(z_grid) > 0)
     assert np.max(np.abs(np.diff(z_grid))) < 0.5
-    assert np.all(_t_to_z(np.array([np.inf, -np.inf]), dof) == [np.inf, -np.inf])
+    assert np.all(t_to_z(np.array([np.inf, -np.inf]), dof) == [np.inf, -np.inf])
 
 
 @pytest.mark.parametrize("dof", [1, 4, 37, 129, 5000])
 def test_t_to_z_table_for_large_arrays_matches_scipy(dof):
-    # Arrays of _TABLE_MIN_SIZE values or more go through the piecewise cubic table
-    # for |t| < _TABLE_T_MAX, and the exact conversion elsewhere.
+    # Arrays of TABLE_MIN_SIZE values or more go through the piecewise cubic table
+    # for |t| < TABLE_T_MAX, and the exact conversion elsewhere.
     rng = np.random.default_rng(dof)
     t = np.concatenate(
         [
             rng.standard_normal(20_000) * 3,
-            rng.uniform(-_TABLE_T_MAX - 5, _TABLE_T_MAX + 5, 20_000),
+            rng.uniform(-TABLE_T_MAX - 5, TABLE_T_MAX + 5, 20_000),
             np.linspace(-1e-6, 1e-6, 101),  # around 0, where Z ~ t
-            np.nextafter(_TABLE_T_MAX, 0) * np.array([1.0, -1.0]),  # the table's last step
+            np.nextafter(TABLE_T_MAX, 0) * np.array([1.0, -1.0]),  # the table's last step
         ]
     )
-    assert t.size >= _TABLE_MIN_SIZE
+    assert t.size >= TABLE_MIN_SIZE
     reference = same_tail_z(t, dof)
-    finite = np.isfinite(reference)  # isf(sf) overflows far out; _t_to_z does not
-    np.testing.assert_allclose(_t_to_z(t, dof)[finite], reference[finite], rtol=1e-9, atol=1e-9)
-    # Fewer values than _TABLE_MIN_SIZE are converted exactly: both ways agree.
-    np.testing.assert_allclose(_t_to_z(t, dof)[:5000], _t_to_z(t[:5000], dof), atol=1e-9)
+    finite = np.isfinite(reference)  # isf(sf) overflows far out; t_to_z does not
+    np.testing.assert_allclose(t_to_z(t, dof)[finite], reference[finite], rtol=1e-9, atol=1e-9)
+    # Fewer values than TABLE_MIN_SIZE are converted exactly: both ways agree.
+    np.testing.assert_allclose(t_to_z(t, dof)[:5000], t_to_z(t[:5000], dof), atol=1e-9)
     special_values = np.array([np.inf, -np.inf, 1e300, 0.0])
     large = np.concatenate([t, special_values])
-    np.testing.assert_array_equal(_t_to_z(large, dof)[-4:], _t_to_z(special_values, dof))
-    assert np.isnan(_t_to_z(np.concatenate([t, [np.nan]]), dof)[-1])
+    np.testing.assert_array_equal(t_to_z(large, dof)[-4:], t_to_z(special_values, dof))
+    assert np.isnan(t_to_z(np.concatenate([t, [np.nan]]), dof)[-1])
 
 
 def test_recovers_planted_subject_maps_and_null_voxels_are_calibrated():

@@ -30,7 +30,8 @@ def single_blas_thread():
 def make_subjects(n_subjects=8, n_volumes=100, n_voxels=2000, noise=2.0, seed=0):
     """Sparse positive sources mixed by subject-specific time courses, plus Gaussian noise.
 
-    Each subject is z-scored per voxel, as the preprocessing hands it over.
+    Each subject is z-scored per voxel (MIGP normalises every voxel itself, so
+    the preprocessing's amplitude-keeping data give the same ICA).
     Returns the planted sources (K, V), the time courses and the subjects.
     """
     rng = np.random.default_rng(seed)
@@ -46,6 +47,30 @@ def make_subjects(n_subjects=8, n_volumes=100, n_voxels=2000, noise=2.0, seed=0)
         timecourses.append(tc)
         subjects.append(data.astype(np.float32))
     return sources, timecourses, subjects
+
+
+def test_components_are_the_same_on_z_scored_and_on_amplitude_preserving_data():
+    # The preprocessed cache is no longer z-scored (dual regression uses each
+    # voxel's amplitude, as FSL's): MIGP normalises each voxel of each subject
+    # itself, so group ICA must not change, to float32 rounding.
+    sources, _, z_scored = make_subjects(n_subjects=6, n_volumes=80, n_voxels=1500)
+    rng = np.random.default_rng(1)
+    amplitude = np.exp(rng.uniform(np.log(0.1), np.log(10.0), sources.shape[1]))
+    raw = [
+        (rng.uniform(0.5, 2.0) * amplitude * s + rng.uniform(0, 1000, s.shape[1])).astype(
+            np.float32
+        )
+        for s in z_scored
+    ]
+    fits = [GroupICA(n_components=N_SOURCES, n_restarts=3).fit(x) for x in (z_scored, raw)]
+    scale = np.abs(fits[0].components_).max()
+    np.testing.assert_allclose(fits[1].components_, fits[0].components_, atol=1e-4 * scale)
+    np.testing.assert_allclose(
+        fits[1].explained_variance_ratio_, fits[0].explained_variance_ratio_, rtol=1e-5
+    )
+    np.testing.assert_allclose(fits[1].stability_, fits[0].stability_, atol=1e-4)
+    # Not trivially: the two inputs differ by far more than rounding.
+    assert np.abs(raw[0] - z_scored[0]).max() > 100
 
 
 def normalised_concatenation(subjects):

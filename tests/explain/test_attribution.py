@@ -249,6 +249,42 @@ def test_smoothgrad_noise_is_the_stated_fraction_of_the_input_range():
     np.testing.assert_allclose(estimate, 0.1 * 4.0 * np.sqrt(2 / np.pi), rtol=0.02)
 
 
+def test_smoothgrad_adds_noise_inside_the_mask_only():
+    # The Quadratic model's gradient 2 w (x + noise) shows the noise voxel by voxel:
+    # outside the mask, where x = 0, it must be exactly zero.
+    x = torch.zeros((2, 1, *SHAPE))
+    x[:, 0, 1, 1, 1], x[:, 0, 6, 6, 6] = -1.0, 3.0
+    mask = np.zeros(SHAPE, dtype=bool)
+    mask[1:7, 1:7, 1:7] = True
+    model = Quadratic()
+    options = {"method": "smoothgrad", "target": 0, "n_samples": 64, "noise_level": 0.1}
+    masked = attribute(model, x, mask=mask, seed=[5, 6], **options)
+    unmasked = attribute(model, x, seed=[5, 6], **options)
+    assert np.all(masked[:, ~mask] == 0)
+    assert np.all(unmasked[:, ~mask] > 0)
+    # Inside, the noise is the draw it was without a mask (same stream, same
+    # sigma: the range over the mask is the input's range).
+    np.testing.assert_allclose(masked[:, mask], unmasked[:, mask], rtol=1e-6)
+    everywhere = attribute(model, x, mask=np.ones(SHAPE, dtype=bool), seed=[5, 6], **options)
+    np.testing.assert_array_equal(everywhere, unmasked)
+    with pytest.raises(ValueError, match=r"mask must be a boolean array of shape \(8, 8, 8\)"):
+        attribute(model, x, mask=mask[1:], **options)
+
+
+def test_smoothgrad_noise_level_is_relative_to_the_range_inside_the_mask():
+    x = torch.zeros((1, 1, *SHAPE))
+    x[0, 0, 0, 0, 0], x[0, 0, 7, 7, 7], x[0, 0, 4, 4, 4] = 50.0, 3.0, -1.0
+    mask = np.ones(SHAPE, dtype=bool)
+    mask[0, 0, 0] = False  # the 50 is outside: the range is 4, not 51
+    model = Quadratic()
+    maps = attribute(
+        model, x, method="smoothgrad", target=0, n_samples=256, noise_level=0.1, mask=mask
+    )
+    at_zero = (x[0, 0] == 0).numpy() & mask
+    estimate = (maps[0] / (2 * model.w.detach().numpy()))[at_zero].mean()
+    np.testing.assert_allclose(estimate, 0.1 * 4.0 * np.sqrt(2 / np.pi), rtol=0.02)
+
+
 def test_numpy_float64_and_no_grad_callers():
     model = SmallCNN().double()
     x = volumes(2).double().numpy()

@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
-from rsxai.cnn import CNNClassifier
+from rsxai.cnn import CNNClassifier, crop_box
 from rsxai.explain import AttributionSettings, explain_subjects, group_results, heldout_predictions
 from rsxai.explain.fold_checks import faithfulness_curves, randomisation_checks
 from rsxai.explain.subjects import target_labels
@@ -127,6 +127,34 @@ def test_smoothgrad_map_of_a_subject_does_not_depend_on_the_others(planted):
         np.testing.assert_allclose(part["smoothgrad"][target], whole["smoothgrad"][target][chosen])
     other_seed = explain_subjects(models, X[:10], fold_of[:10], seed=1, **options)
     assert not np.allclose(other_seed["smoothgrad"]["patient"], whole["smoothgrad"]["patient"])
+
+
+@pytest.mark.parametrize("check", ["explain_subjects", "randomisation_checks"])
+def test_smoothgrad_noise_stays_inside_the_brain_mask(grid, check):
+    # The inputs the model sees are recorded: SmoothGrad's noisy copies must be
+    # zero outside the mask, as every map the CNN was trained on is.
+    weights = blob_at(grid, LEFT_MM, 6.0)
+    model = probe_classifier(grid.mask, weights)
+    seen = []
+    hook = model.model_.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach()))
+    X = np.random.default_rng(0).normal(size=(3, grid.n_voxels))
+    settings = AttributionSettings(smoothgrad_samples=4)
+    try:
+        if check == "explain_subjects":
+            explain_subjects(
+                {0: model}, X, np.zeros(3, int), methods=["smoothgrad"], settings=settings
+            )
+        else:
+            randomisation_checks(
+                model, X, ["smoothgrad"], label=1, subjects=[0, 1, 2], settings=settings
+            )
+    finally:
+        hook.remove()
+    outside = ~grid.mask[crop_box(grid.mask)]
+    noisy = torch.cat(seen)[:, 0]
+    assert len(noisy) >= 3 * 4 and outside.any()
+    assert torch.all(noisy[:, torch.as_tensor(outside)] == 0)
+    assert torch.all(noisy.std(dim=0)[torch.as_tensor(~outside)] > 0)  # noise inside
 
 
 # ---------------------------------------------------------------- group level

@@ -8,7 +8,6 @@ real templates made by other groups (Laird 2011, Yeo 2011, Shirer 2012) from
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -23,12 +22,8 @@ from rsxai.grid import Grid
 from rsxai.networks import NetworkTemplates, builtin_templates, label_components, load_templates
 from rsxai.networks.labelling import NETWORK_ALIASES, canonical_network_name
 from rsxai.networks.templates import SEITZMAN_NETWORKS, smooth_ball
+from tests.fixtures.templates import REFERENCE, needs_reference, shirer_templates, yeo_templates
 
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "templates"
-needs_reference = pytest.mark.skipif(
-    not REFERENCE.is_dir(),
-    reason=f"reference templates not found at {REFERENCE} (only in the project's workspace)",
-)
 FSL_AFFINE = np.array(
     [[-2.0, 0, 0, 90], [0, 2.0, 0, -126], [0, 0, 2.0, -72], [0, 0, 0, 1]]
 )  # FSL MNI152 2 mm, LAS
@@ -403,23 +398,6 @@ def laird(grid4):
     return grid4.from_img_data(np.asarray(moved.dataobj)), list(names)
 
 
-def _yeo(grid, n_networks=7):
-    path = REFERENCE / f"yeo2011_{n_networks}networks_space-MNI152FSL_res-2_dseg.nii.gz"
-    if n_networks == 7:
-        return load_templates(path, grid)  # "Visual", "Somatomotor": known aliases
-    # The 17-network split keeps hand/body cortex (A) apart from auditory (B).
-    table = pd.read_csv(REFERENCE / "yeo2011_17networks_dseg.tsv", sep="\t")
-    rename = {"VisualA": "visual", "SomatomotorA": "sensorimotor"}
-    return load_templates(path, grid, names=[rename.get(name, name) for name in table["name"]])
-
-
-def _shirer(grid, canonical=True):
-    path = REFERENCE / "shirer2012_14networks_space-MNI152FSL_res-2_dseg.nii.gz"
-    table = pd.read_csv(REFERENCE / "shirer2012_14networks_dseg.tsv", sep="\t")
-    rename = {"PrimVisual": "visual", "Sensorimotor": "sensorimotor"} if canonical else {}
-    return load_templates(path, grid, names=[rename.get(name, name) for name in table["name"]])
-
-
 def _check_laird_choice(labels, names):
     assert names[labels.selected["visual"]].startswith("Visual")
     assert names[labels.selected["sensorimotor"]].startswith("Mot/")
@@ -436,9 +414,9 @@ def test_laird_components_labelled_by_builtin_templates(laird, builtin4):
 
 @needs_reference
 @pytest.mark.parametrize("reference", ["yeo17", "shirer14"])
-def test_laird_components_labelled_by_yeo_and_shirer(laird, grid4, reference):
+def test_laird_components_labelled_by_yeo_andshirer_templates(laird, grid4, reference):
     components, names = laird
-    templates = _yeo(grid4, 17) if reference == "yeo17" else _shirer(grid4)
+    templates = yeo_templates(grid4, 17) if reference == "yeo17" else shirer_templates(grid4)
     labels = label_components(components, templates)
     _check_laird_choice(labels, names)
 
@@ -449,9 +427,9 @@ def test_yeo7_somatomotor_also_claims_the_auditory_component(laird, grid4, built
     # split calls it SomatomotorB), so Laird's auditory component competes with
     # the two motor ones on it; the built-in templates tell them apart.
     components, names = laird
-    labels = label_components(components, _yeo(grid4, 7))
+    labels = label_components(components, yeo_templates(grid4, 7))
     assert names[labels.selected["visual"]].startswith("Visual")
-    r = _pearson(components, _yeo(grid4, 7).maps[[1]])[:, 0]
+    r = _pearson(components, yeo_templates(grid4, 7).maps[[1]])[:, 0]
     top3 = np.argsort(-r)[:3]
     assert labels.selected["sensorimotor"] == top3[0]
     assert r[top3[0]] - r[top3[2]] < 0.05
@@ -462,7 +440,7 @@ def test_yeo7_somatomotor_also_claims_the_auditory_component(laird, grid4, built
 
 @needs_reference
 def test_yeo_templates_are_resampled_by_world_coordinates(grid4):
-    yeo = _yeo(grid4, 7)
+    yeo = yeo_templates(grid4, 7)
     assert yeo.names == (
         "Visual", "Somatomotor", "DorsAttn", "Sal/VenAttn", "Limbic", "Control", "Default"
     )  # fmt: skip
@@ -471,10 +449,10 @@ def test_yeo_templates_are_resampled_by_world_coordinates(grid4):
 
 
 @needs_reference
-def test_builtin_templates_match_yeo_and_shirer(grid4, builtin4):
+def test_builtin_templates_match_yeo_andshirer_templates(grid4, builtin4):
     for reference, names in [
-        (_yeo(grid4, 7), {"sensorimotor": "Somatomotor", "visual": "Visual"}),
-        (_shirer(grid4, canonical=False), {"sensorimotor": "Sensorimotor"}),
+        (yeo_templates(grid4, 7), {"sensorimotor": "Somatomotor", "visual": "Visual"}),
+        (shirer_templates(grid4, canonical=False), {"sensorimotor": "Sensorimotor"}),
     ]:
         r = _pearson(builtin4.maps, reference.maps)
         for ours, theirs in names.items():
@@ -482,6 +460,6 @@ def test_builtin_templates_match_yeo_and_shirer(grid4, builtin4):
             assert np.argmax(r[row]) == col  # our template's best match is theirs
             assert np.argmax(r[:, col]) == row  # and theirs' is ours
     # Shirer splits vision in two; our visual template's best match is one of them.
-    shirer = _shirer(grid4, canonical=False)
+    shirer = shirer_templates(grid4, canonical=False)
     r = _pearson(builtin4.maps[[1]], shirer.maps)[0]
     assert shirer.names[int(np.argmax(r))] in ("PrimVisual", "HighVisual")

@@ -10,7 +10,7 @@ from sklearn.exceptions import NotFittedError
 
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
-from rsxai.networks import NetworkMaps, builtin_templates, load_group_maps
+from rsxai.networks import NetworkMaps, builtin_templates, load_group_maps, match_reference_maps
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +136,41 @@ def test_parameters_are_checked_in_fit(grid):
     assert "networks must be a non-empty sequence" in problems[1] and "'visual'" in problems[1]
     assert problems[2] == "min_r must be a number; got 'high'."
     assert problems[3] == "des_norm must be True or False; got 1."
+
+
+def test_reference_maps_find_their_component_in_any_order(grid, planted):
+    names, maps, _ = planted
+    order = [2, 0, 3, 1]
+    matches = match_reference_maps(maps[order], {"visual": maps[names.index("visual")]})
+    assert order[matches["visual"]["component"]] == names.index("visual")
+    assert matches["visual"]["r"] > 0.99
+
+
+def test_a_forced_network_is_the_same_network_in_every_fold(grid, planted, tmp_path):
+    """Each fold's ICA orders its components anew: a forced index would name another network."""
+    names, maps, _ = planted
+    forced = names.index("default_mode")  # the index forced on the all-subject maps
+    chosen_by_index, chosen_by_map = [], []
+    for fold, order in enumerate(([0, 1, 2, 3], [2, 3, 1, 0])):
+        path = tmp_path / f"fold-{fold}_maps.nii.gz"
+        nib.save(grid.to_img(maps[order]), path)
+        common = {"networks": ["default_mode"], "group_maps": path}
+        by_index = NetworkMaps(grid, force={"default_mode": forced}, **common).fit([])
+        by_map = NetworkMaps(grid, force_maps={"default_mode": maps[forced]}, **common).fit([])
+        chosen_by_index.append(order[by_index.network_components_["default_mode"]])
+        chosen_by_map.append(order[by_map.network_components_["default_mode"]])
+        assert by_map.force_matches_["default_mode"]["r"] > 0.99
+    assert chosen_by_map == [forced, forced]
+    assert chosen_by_index[1] != forced  # the orders differ: the bare index would drift
+
+
+def test_force_and_force_maps_cannot_choose_one_network_twice(grid, planted):
+    _, maps, _ = planted
+    model = NetworkMaps(
+        grid, force={"visual": 1}, force_maps={"visual": maps[1], "sensorimotor": maps[0][:5]}
+    )
+    with pytest.raises(InputError) as error:
+        model.fit([])
+    message = " ".join(error.value.problems)
+    assert "force and force_maps both choose visual" in message
+    assert f"force_maps['sensorimotor'] must have shape ({grid.n_voxels},)" in message

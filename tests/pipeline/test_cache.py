@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from rsxai.cli import main
+from rsxai.config import resolve_config
+from rsxai.pipeline import IMPLEMENTED_STAGES, stage_key
 from rsxai.pipeline.cache import remove_stale_work_folders
 from rsxai.simulate import simulate_cohort
 
@@ -138,3 +142,21 @@ def test_remove_stale_work_folders_touches_only_its_stage(tmp_path, caplog):
     caplog.clear()
     assert remove_stale_work_folders(tmp_path, "preprocess", "aaaaaaaaaaaaaaaa") == []
     assert "freed" not in caplog.text
+
+
+def test_preprocessed_cache_of_earlier_code_is_not_reused():
+    # The cache no longer holds z-scored series (dual regression keeps each
+    # voxel's amplitude): folders and markers of the z-scored era have the key
+    # of revision 0 and must not be taken for today's data.
+    stage = next(stage for stage in IMPLEMENTED_STAGES if stage.name == "preprocess")
+    assert stage.revision >= 1
+    context = SimpleNamespace(config=resolve_config(), stage_keys={})
+    inputs = {"data": "d", "design": "g"}
+    earlier = stage_key(dataclasses.replace(stage, revision=0), context, inputs)
+    assert stage_key(stage, context, inputs) != earlier
+    # dual_regression options change neither the preprocessing nor its key.
+    other = SimpleNamespace(
+        config=resolve_config(overrides={"dual_regression.variance_normalise": True}),
+        stage_keys={},
+    )
+    assert stage_key(stage, other, inputs) == stage_key(stage, context, inputs)

@@ -145,6 +145,9 @@ def test_dual_regression_outputs_and_subject_stacks(finished_run, simulated):
 def test_group_statistics_per_network_and_contrast(finished_run):
     stats = json.loads((finished_run / "summary.json").read_text())["stats"]
     assert stats["n_tests"] == 4  # 2 networks x 2 contrasts
+    # FWE over the voxels and both contrasts of each network; Bonferroni over the networks.
+    assert stats["fwe_contrasts"] == ["patients>controls", "controls>patients"]
+    assert stats["n_networks"] == 2
     assert {k: stats["tfce"][k] for k in ("H", "E", "connectivity")} == {
         "H": 2.0,
         "E": 0.5,
@@ -162,7 +165,7 @@ def test_group_statistics_per_network_and_contrast(finished_run):
             assert log_p.max() <= np.log10(200) + 1e-6
             assert entry["min_p_fwe"] == pytest.approx(10 ** -log_p.max(), rel=1e-4)
             assert entry["min_p_fwe_bonferroni_networks"] == pytest.approx(
-                min(1.0, 4 * entry["min_p_fwe"])
+                min(1.0, 2 * entry["min_p_fwe"])
             )
     t_up = nib.load(finished_run / stats["networks"]["visual"]["patients>controls"]["maps"]["t"])
     t_down = nib.load(finished_run / stats["networks"]["visual"]["controls>patients"]["maps"]["t"])
@@ -197,6 +200,26 @@ def test_changed_setting_recomputes_only_what_depends_on_it(finished_run, simula
     stages = json.loads((finished_run / "provenance.json").read_text())["stages"]
     assert stages["preprocess"]["status"] == stages["ica"]["status"] == "reused"
     assert stages["stats"]["status"] == "computed"
+
+
+def test_variance_normalise_redoes_dual_regression_on_the_same_cache(finished_run, simulated):
+    maps_path = finished_run / "sub-001" / "sub-001_desc-dr_stat-effect_components.nii.gz"
+    cache = sorted((finished_run / ".rsxai" / "work").glob("preprocess-*/sub-001.npy"))
+    assert len(cache) == 1
+    series = np.load(cache[0])
+    # The cache keeps each voxel's amplitude (grand-mean scaled, not z-scored).
+    std = series.std(axis=0, ddof=1)
+    assert not np.allclose(std[std > 0], 1.0, rtol=0.5)
+    assert np.percentile(std[std > 0], 99) > 1.2 * np.percentile(std[std > 0], 1)
+    before = np.asarray(nib.load(maps_path).dataobj)
+    flags = [*RUN_FLAGS, "--variance-normalise", "--stop-after", "dual_regression"]
+    assert main(["run", str(simulated.bids_root), str(finished_run), *flags]) == 0
+    stages = json.loads((finished_run / "provenance.json").read_text())["stages"]
+    assert stages["preprocess"]["status"] == "reused"
+    assert stages["dual_regression"]["status"] == "computed"
+    assert np.array_equal(np.load(cache[0]), series)
+    after = np.asarray(nib.load(maps_path).dataobj)
+    assert not np.allclose(after, before, rtol=0.05)
 
 
 def test_same_seed_gives_identical_outputs(finished_run, simulated, tmp_path):

@@ -154,6 +154,11 @@ def test_classify_writes_external_scope(tmp_path):
     cv = summary["classification"]["cv"]
     assert cv["cv_scope"] == "external maps" and cv["transductive"] is None
     assert "cannot know" in cv["description"] and cv["n_splits"] == 3
+    # Run times are provenance's, not results: summary.json has none.
+    assert "feature_seconds" not in summary["classification"]
+    timing = read_json(output_path(out, "provenance"))["stages"]["classify"]
+    assert timing["status"] == "computed" and timing["seconds"] >= 0
+    assert len(timing["feature_seconds"]) == 1  # the maps as given: one feature step
     labels = [f"sub-{i:02d}" for i in range(1, 2 * N_PER_GROUP + 1)]
     truth = dict(zip(labels, (_groups() == "ALS").astype(int).tolist(), strict=True))
     for model in ("svm", "logistic"):

@@ -258,23 +258,38 @@ def write_bold_run(folder, name, n_volumes, seed, fd_spike=None):
     return bold, confounds
 
 
+def grand_mean_scaled(cleaned, signals):
+    """FEAT's grand-mean scaling: the run's median non-zero intensity becomes 10,000.
+
+    ``cleaned`` is demeaned first: nilearn leaves a trace of each voxel's mean
+    after filtering when it does not z-score; rsxai removes it.
+    """
+    return (cleaned - cleaned.mean(axis=0)) * 10000.0 / np.median(signals[signals != 0])
+
+
 def reference_run(bold, confounds_path, grid, smoothing_fwhm=None, **strategy):
-    """Our resampling, then nilearn's own cleaning."""
+    """Our resampling, then nilearn's own cleaning (not z-scored), then grand-mean scaling."""
     img = smooth_img(bold, smoothing_fwhm) if smoothing_fwhm else bold
     signals = resample_to_grid(img, grid).astype(np.float64)
     confounds, sample_mask = load_confounds(confounds_path, **strategy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return nilearn_clean(
+        cleaned = nilearn_clean(
             signals,
             detrend=True,
-            standardize="zscore_sample",
+            standardize=False,
             confounds=confounds,
             sample_mask=sample_mask,
             low_pass=0.1,
             high_pass=0.01,
             t_r=TR,
         )
+    return grand_mean_scaled(cleaned, signals)
+
+
+def assert_close_to(actual, expected):
+    """Equal to 1e-5 of the reference's standard deviation (float32 output)."""
+    np.testing.assert_allclose(actual, expected, atol=1e-5 * expected.std())
 
 
 def test_prepare_subject_cleans_and_concatenates_runs(tmp_path, small_grid):
@@ -287,12 +302,24 @@ def test_prepare_subject_cleans_and_concatenates_runs(tmp_path, small_grid):
     assert outside.any() and (~outside).any()
     np.testing.assert_array_equal(signals[:, outside], 0.0)
     for block in (signals[:60], signals[60:]):
-        np.testing.assert_allclose(block[:, ~outside].mean(0), 0, atol=1e-5)
-        np.testing.assert_allclose(block[:, ~outside].std(0, ddof=1), 1, atol=1e-4)
+        np.testing.assert_allclose(block[:, ~outside].mean(0), 0, atol=1e-3)
+        # Not z-scored: each voxel keeps its own amplitude.
+        std = block[:, ~outside].std(0, ddof=1)
+        assert std.max() > 2 * std.min()
 
     expected = np.vstack([reference_run(b, c, small_grid) for b, c in runs])
     inside = ~outside
-    np.testing.assert_allclose(signals[:, inside], expected[:, inside], atol=1e-4)
+    assert_close_to(signals[:, inside], expected[:, inside])
+    # In units of 10,000 / the run's median intensity: a run twice as bright
+    # (another scanner gain) gives the same series.
+    bright = tmp_path / "bright_bold.nii.gz"
+    img = nib.load(runs[1][0])
+    nib.save(nib.Nifti1Image(2.0 * np.asarray(img.dataobj), img.affine, img.header), bright)
+    np.testing.assert_allclose(
+        prepare_subject([(bright, runs[1][1])], small_grid, tr=TR),
+        signals[60:],
+        atol=1e-5 * np.abs(signals).max(),
+    )
     # Each run alone gives its own block: runs are cleaned separately.
     np.testing.assert_array_equal(prepare_subject(runs[1:], small_grid, tr=TR), signals[60:])
 
@@ -306,28 +333,25 @@ def test_prepare_subject_smoothing_and_scrubbing(tmp_path, small_grid):
     assert signals.shape == (59, small_grid.n_voxels)  # volume 30 censored
     inside = small_grid.world_coordinates()[:, 0] < 22
     expected = reference_run(bold, confounds, small_grid, smoothing_fwhm=6.0, **strategy)
-    np.testing.assert_allclose(signals[:, inside], expected[:, inside], atol=1e-4)
+    assert_close_to(signals[:, inside], expected[:, inside])
     unsmoothed = prepare_subject(
         [(bold, confounds)], small_grid, tr=TR, confounds_strategy=strategy
     )
-    assert np.abs(unsmoothed - signals).max() > 0.5
+    assert np.abs(unsmoothed - signals).max() > 0.5 * signals.std()
 
 
 def test_prepare_subject_without_confounds(tmp_path, small_grid):
     bold, _ = write_bold_run(tmp_path, "run-1", 60, 3)
     signals = prepare_subject([(bold, None)], small_grid, tr=TR)
+    raw = resample_to_grid(bold, small_grid).astype(np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        expected = nilearn_clean(
-            resample_to_grid(bold, small_grid).astype(np.float64),
-            detrend=True,
-            standardize="zscore_sample",
-            low_pass=0.1,
-            high_pass=0.01,
-            t_r=TR,
+        cleaned = nilearn_clean(
+            raw, detrend=True, standardize=False, low_pass=0.1, high_pass=0.01, t_r=TR
         )
+    expected = grand_mean_scaled(cleaned, raw)
     inside = small_grid.world_coordinates()[:, 0] < 22
-    np.testing.assert_allclose(signals[:, inside], expected[:, inside], atol=1e-4)
+    assert_close_to(signals[:, inside], expected[:, inside])
 
 
 def test_prepare_subject_errors(tmp_path, small_grid):
@@ -349,3 +373,12 @@ def test_prepare_subject_errors(tmp_path, small_grid):
         prepare_subject([(bold, confounds)], small_grid, tr=TR, low_pass=0.3)
     with pytest.warns(UserWarning, match=r"header's repetition time is 2 but tr=3"):
         prepare_subject([(bold, confounds)], small_grid, tr=3.0)
+    img = nib.load(bold)
+    demeaned = tmp_path / "demeaned_bold.nii.gz"
+    data = np.asarray(img.dataobj)
+    demeaned_data = data - data.mean(-1, keepdims=True) - 1.0
+    nib.save(nib.Nifti1Image(demeaned_data, img.affine, img.header), demeaned)
+    with pytest.raises(
+        InputError, match=r"demeaned_bold\.nii\.gz: the median intensity .* is -[.0-9]+; the grand"
+    ):
+        prepare_subject([(demeaned, None)], small_grid, tr=TR)

@@ -36,6 +36,7 @@ from rsxai.report.build import build_sections
 from rsxai.report.classification import classification_section
 from rsxai.report.explanations import explanations_section
 from rsxai.report.html import SectionNotRun
+from rsxai.report.methods import methods_section
 from rsxai.report.networks import ica_section
 from rsxai.report.statistics import stats_section
 from rsxai.simulate import simulate_cohort
@@ -166,12 +167,92 @@ def test_numbers_are_those_of_the_files(fabricated):
     assert '<span class="verdict-pass">pass</span>' in sections["explanations"]
 
 
+def test_statistics_captions_and_methods_state_the_correction_over_contrasts(fabricated, tmp_path):
+    from html import unescape
+
+    out, html = fabricated
+    # The fabricated summary has one contrast per network and no record of a family.
+    assert "FWE: family-wise error over the voxels of the map" in _text(
+        section_html(html)["statistics"]
+    )
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["stats"] |= {"fwe_contrasts": ["patients>controls", "controls>patients"]}
+    summary["stats"] |= {"n_networks": 2}
+    write_json(output_path(copy, "summary"), summary)
+    folder = ReportFolder(copy)
+    statistics = unescape(_text(stats_section(folder)))
+    family = (
+        "over the voxels and the 2 contrasts of the network (patients>controls, "
+        "controls>patients; maximum statistic over them, as randomise --corrcon)"
+    )
+    assert (
+        f"FWE: family-wise error {family}; Bonferroni: that p also multiplied by the 2 "
+        "network(s)." in statistics
+    )
+    assert (
+        f"Clusters of FWE-significant voxels (p < 0.05, FWE {family}) with their atlas "
+        "regions." in statistics
+    )
+    methods = unescape(_text(methods_section(folder)))
+    assert (
+        "Family-wise error was controlled over the voxels and the 2 contrasts of each network "
+        "by the distribution of the maximum statistic over them" in methods
+    )
+    assert "minima Bonferroni-corrected over the 2 network(s)" in methods
+
+
 def test_cohort_scope_is_called_transductive(fabricated):
     _, html = fabricated
     classification = section_html(html)["classification"]
     assert "<strong>transductive</strong>" in classification
     assert "note note-warning" in classification
     assert "transductive" in section_html(html)["methods"]
+
+
+def _with_cv(fabricated, tmp_path, **cv) -> ReportFolder:
+    """A copy of the fabricated folder whose metrics files have these ``cv`` entries."""
+    out, _ = fabricated
+    copy = tmp_path / "scoped"
+    shutil.copytree(out, copy)
+    for match in ReportFolder(copy).find("cls_metrics"):
+        metrics = json.loads(Path(match["path"]).read_text())
+        metrics["cv"] |= cv
+        write_json(Path(match["path"]), metrics)
+    return ReportFolder(copy)
+
+
+def test_fold_scope_says_what_every_participant_touched(fabricated, tmp_path):
+    folder = _with_cv(fabricated, tmp_path, cv_scope="fold")
+    classification, methods = classification_section(folder), methods_section(folder)
+    assert "<strong>fold</strong> (inductive)" in classification
+    for text in (classification, methods):
+        assert "crop box" in text and "every participant's brain mask" in text
+        assert "pessimistic shift" in _text(text)
+    # The cohort scope states the contrast with the fold scope's shift.
+    cohort = _with_cv(fabricated, tmp_path / "cohort", cv_scope="cohort")
+    assert "pessimistic shift" in _text(classification_section(cohort))
+    assert "pessimistic shift" in _text(methods_section(cohort))
+
+
+def test_external_maps_scope_names_imported_group_maps(fabricated, tmp_path):
+    folder = _with_cv(fabricated, tmp_path, cv_scope="external maps", transductive=None)
+    classification = _text(classification_section(folder))
+    assert "external maps — possibly transductive" in classification
+    assert "--group-maps" in classification and "melodic_IC" in classification
+    assert "group maps were made outside rsxai" in _text(methods_section(folder))
+
+
+def test_repeated_cv_headline_is_said_to_be_the_first_repeat(fabricated, tmp_path):
+    folder = _with_cv(fabricated, tmp_path, headline="first repeat: ...", n_repeats=2)
+    classification = _text(classification_section(folder))
+    assert "are those of the first repeat" in classification
+    assert "a stability figure" in classification
+    assert "are those of the first repeat" in _text(methods_section(folder))
+    # Older outputs, without the field, are not said to be what they were not.
+    _, html = fabricated
+    assert "first repeat" not in _text(section_html(html)["classification"])
 
 
 def test_methods_cite_what_they_name(fabricated):

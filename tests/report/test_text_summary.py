@@ -68,3 +68,13 @@ def test_explanation_lines_give_agreement_localisation_and_sanity(tmp_path):
     line = text_summary(tmp_path)
     assert line.startswith("Explanation visual saliency (patient): Spearman r with |t| 0.41")
     assert "Dice n/a" in line and "2.5x its share" in line and line.endswith("sanity pass")
+
+
+def test_classification_line_says_unknown_scope_and_first_repeat(tmp_path):
+    cv = {"scheme": "kfold", "n_splits": 10, "n_repeats": 3, "cv_scope": "external maps"}
+    cv |= {"transductive": None, "headline": "first repeat: ..."}
+    summary = {"classification": {"cv": cv, "networks": {}}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    text = text_summary(tmp_path)
+    assert "scope external maps (possibly transductive)" in text
+    assert "metrics and p of the first of 3 repeats" in text

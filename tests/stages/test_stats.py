@@ -106,6 +106,39 @@ def test_default_parameters_are_fsl_s(inputs, tmp_path):
     assert {k: entry["tfce"][k] for k in CUSTOM} == {"H": 2.0, "E": 0.5, "connectivity": 6}
 
 
+def test_recorded_step_rule_is_the_step_used_for_a_one_sided_contrast(inputs, tmp_path):
+    # controls>patients: the planted blob is negative, so max(t) is well below max|t|
+    # and the two rules give different steps.
+    stack, subjects, data = inputs
+    out = tmp_path / "down"
+    flags = ["--n-permutations", "9", "--contrasts", "controls>patients", "-q"]
+    assert main(["stats", str(stack), str(subjects), str(out), *flags]) == 0
+    mask = np.asarray(nib.load(output_path(out, "mask")).dataobj) != 0
+    entry = read_json(output_path(out, "summary"))["stats"]
+    result = entry["networks"]["ic0001"]["controls>patients"]
+    # scipy's t in float64: the written float32 map's peak can sit just above the last height.
+    maps = data[mask].astype(np.float64)
+    patients = GROUPS == "ALS"
+    t = stats.ttest_ind(maps[:, ~patients], maps[:, patients], axis=1).statistic
+    written = np.asarray(nib.load(out / result["maps"]["t"]).dataobj)[mask]
+    np.testing.assert_allclose(written, t, rtol=1e-4, atol=1e-5)
+    assert 0 < t.max() < 0.9 * np.abs(t).max()
+    assert result["tfce_dh"] == pytest.approx(t.max() / 100, rel=1e-5)
+    tfce = np.asarray(nib.load(out / result["maps"]["tfce"]).dataobj)[mask]
+    expected = tfce_transform(t, mask, dh=result["tfce_dh"])
+    np.testing.assert_allclose(tfce, expected, rtol=1e-3, atol=1e-3 * expected.max())
+    # What summary.json and the report's methods say is that rule.
+    assert (
+        "maximum of t for a one-sided contrast, of |t| for the two-sided one"
+        in (entry["tfce"]["dh"])
+    )
+    from rsxai.report import ReportFolder
+    from rsxai.report.methods import methods_section
+
+    text = methods_section(ReportFolder(out))
+    assert "maximum (of t for a one-sided contrast, of |t| for the two-sided one" in text
+
+
 @pytest.mark.parametrize("name", ["tfce_h", "tfce_e", "tfce_connectivity"])
 def test_each_parameter_changes_the_stats_stage_key(name):
     from rsxai.pipeline import IMPLEMENTED_STAGES, stage_key

@@ -1,4 +1,4 @@
-"""Linear baselines on masked maps (linear SVM, L2 logistic regression) and their permutation test.
+"""Linear baselines on masked maps: linear SVM and L2 logistic regression, scikit-learn style.
 
 :class:`LinearBaseline` is the same estimator (to solver precision) as
 ``make_pipeline(StandardScaler(), GridSearchCV(LinearSVC(C) or
@@ -10,7 +10,8 @@ once, and the inner CV works on that scaling: the voxel means and standard
 deviations of an inner validation subject (never its label) enter the inner
 training; this touches only the choice of C, never an outer test subject.
 It is computed another way, fast enough for a 1,000-permutation test of
-the whole procedure (:func:`permutation_scores`).
+the whole procedure (:func:`rsxai.classify.permutation_scores`, in
+:mod:`rsxai.classify.baseline_permutations`).
 
 Why it can be fast. With an L2 penalty, the problem
 ``min_w 1/2 |w|^2 + C sum_i loss(y_i, x_i . w)`` (the intercept being a
@@ -46,36 +47,26 @@ from __future__ import annotations
 
 from numbers import Integral
 
-import joblib
 import numpy as np
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import threadpool_limits
 
 from rsxai.classify._baseline_solver import fit_with_inner_cv, platt_sigmoid
-from rsxai.classify.metrics import permutation_p_value
-from rsxai.parallel import with_aligned_arrays
-from rsxai.stats import draw_permutations, warn_if_few_permutations
 
 __all__ = [
     "DEFAULT_CS",
     "KINDS",
     "LinearBaseline",
-    "permutation_scores",
-    "within_fold_permutations",
 ]
 
 KINDS = ("svm", "logistic")
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
-# Permutations per batch; fixed (not derived from n_jobs) so results do not depend on n_jobs.
-_CHUNK = 50
 
 
-def _check_params(kind, Cs, inner_cv, random_state) -> np.ndarray:
+def check_baseline_params(kind, Cs, inner_cv, random_state) -> np.ndarray:
     """Validated relative Cs, sorted ascending."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}; got {kind!r}.")
@@ -89,7 +80,7 @@ def _check_params(kind, Cs, inner_cv, random_state) -> np.ndarray:
     return np.unique(values)
 
 
-def _signed_labels(y, inner_cv: int) -> tuple[np.ndarray, np.ndarray]:
+def signed_labels(y, inner_cv: int) -> tuple[np.ndarray, np.ndarray]:
     """Classes (sorted) and y as -1 / +1 (+1 = ``classes[1]``), checking inner CV is possible."""
     y = np.asarray(y)
     if y.ndim != 1:
@@ -109,7 +100,7 @@ def _signed_labels(y, inner_cv: int) -> tuple[np.ndarray, np.ndarray]:
     return classes, np.where(y == classes[1], 1.0, -1.0)
 
 
-def _standardised_gram(X: np.ndarray, train: np.ndarray):
+def standardised_gram(X: np.ndarray, train: np.ndarray):
     """Standardise on the ``train`` rows; their ``X X^T + 1`` and the C unit ``p``.
 
     Returns the fitted scaler, the standardised training rows, the augmented
@@ -186,12 +177,12 @@ class LinearBaseline(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y) -> LinearBaseline:
         """Standardise, choose C by inner CV and fit on all of ``X`` (n_subjects, n_features)."""
-        relative = _check_params(self.kind, self.Cs, self.inner_cv, self.random_state)
+        relative = check_baseline_params(self.kind, self.Cs, self.inner_cv, self.random_state)
         # Also sets n_features_in_ and checks that y is given, 1D and as long as X.
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
-        self.classes_, signed = _signed_labels(y, self.inner_cv)
-        self.scaler_, standardised, gram, unit = _standardised_gram(X, np.arange(X.shape[0]))
+        self.classes_, signed = signed_labels(y, self.inner_cv)
+        self.scaler_, standardised, gram, unit = standardised_gram(X, np.arange(X.shape[0]))
         absolute = relative / unit
         beta, chosen, scores, held_out = fit_with_inner_cv(
             self.kind, gram, signed[None], absolute, self.inner_cv, self.random_state
@@ -214,7 +205,7 @@ class LinearBaseline(ClassifierMixin, BaseEstimator):
         return self.scaler_.transform(X) @ self.coef_ + self.intercept_
 
     def predict(self, X) -> np.ndarray:
-        """Labels, shape (n_samples,)."""
+        """Labels, shape (n_samples,): ``classes_[1]`` at decision > 0 (not Platt probability)."""
         positive = self.decision_function(X) > 0
         return self.classes_[positive.astype(int)]
 
@@ -225,158 +216,3 @@ class LinearBaseline(ClassifierMixin, BaseEstimator):
             decision = self.platt_[0] * decision + self.platt_[1]
         positive = expit(decision)
         return np.column_stack([1.0 - positive, positive])
-
-
-def within_fold_permutations(folds, n_subjects: int, n_permutations: int, seed=0) -> np.ndarray:
-    """Row orders that only exchange subjects tested in the same outer fold.
-
-    Parameters
-    ----------
-    folds : sequence of (train, test) index arrays
-        The test sets must partition ``range(n_subjects)``.
-    n_subjects, n_permutations : int
-    seed : int or numpy.random.Generator
-
-    Returns
-    -------
-    ndarray of int32, shape (n_permutations + 1, n_subjects)
-        Row 0 is the identity (the observed labels); permuted labels are ``y[order]``.
-    """
-    fold_of = np.full(n_subjects, -1)
-    for k, (train, test) in enumerate(folds):
-        test, train = np.asarray(test), np.asarray(train)
-        if np.any(fold_of[test] >= 0):
-            raise ValueError(
-                "folds: a subject is in more than one test set; test sets must not overlap."
-            )
-        if np.intersect1d(train, test).size:
-            raise ValueError(f"folds: fold {k} has subjects in both its training and test sets.")
-        fold_of[test] = k
-    if np.any(fold_of < 0):
-        raise ValueError(
-            f"folds: {np.count_nonzero(fold_of < 0)} subject(s) are in no test set; the test "
-            "sets of one cross-validation repeat must cover every subject once."
-        )
-    return draw_permutations(n_permutations + 1, fold_of, np.random.default_rng(seed))
-
-
-def _score_chunk(kind, fold_data, folds, y, orders, inner_cv, random_state) -> np.ndarray:
-    """Outer-test decision of every subject under each label order; (len(orders), n)."""
-    decision = np.empty((len(orders), y.size))
-    # On a Dask worker the arrays nested in fold_data may arrive misaligned, and NumPy
-    # then sums in another order: realign so the decisions equal a local run's bytes.
-    fold_data = [tuple(map(with_aligned_arrays, item)) for item in fold_data]
-    y, orders = with_aligned_arrays(y), with_aligned_arrays(orders)
-    with threadpool_limits(1):  # tiny matrices: threads only add overhead
-        for (train, test), (gram, cross, Cs) in zip(folds, fold_data, strict=True):
-            labels = y[orders][:, train]
-            beta = fit_with_inner_cv(kind, gram, labels, Cs, inner_cv, random_state)[0]
-            decision[:, test] = beta @ cross.T
-    return decision
-
-
-def permutation_scores(
-    estimator: LinearBaseline, X, y, folds, *, n_permutations: int = 1000, seed=0, n_jobs=1
-) -> dict:
-    """Accuracy of ``estimator`` under cross-validation, and its label-permutation null.
-
-    The whole procedure (standardisation, inner CV choice of C, fit) is rerun
-    on every outer fold for the observed labels and ``n_permutations`` label
-    permutations, each outer fold's Gram matrix being computed once and
-    reused. Predictions are pooled over folds, as for the observed result.
-
-    Labels are permuted within outer test folds, so each fold keeps its
-    number of subjects per class. This is a valid null conditional on the
-    partition: under H0 (maps independent of labels, subjects exchangeable)
-    relabelling subjects within a fold is the same as exchanging their maps
-    within it, which leaves the joint distribution of maps, labels and
-    partition unchanged; the observed labelling is one of these equally
-    likely arrangements. A free permutation would not keep the fold
-    composition that the stratified partition was built for (it was made from
-    the true labels), so its null would include training sets of another
-    class balance than any the real analysis saw.
-
-    Parameters
-    ----------
-    estimator : LinearBaseline
-        Its parameters are used (it is not fitted).
-    X : array-like of shape (n_subjects, n_features), or a sequence of them, one per fold
-        A sequence gives each outer fold its own features, as in fold-scope
-        cross-validation where the group maps are refitted per training fold
-        (the features do not depend on the labels, so permuting labels
-        within the fixed partition leaves them unchanged).
-    y : array-like of shape (n_subjects,)
-    folds : sequence of (train, test) index arrays
-        One repeat of the outer CV; test sets partition the subjects.
-    n_permutations : int, default=1000
-    seed : int or numpy.random.Generator, default=0
-        Draws the permutations (before any parallel work).
-    n_jobs : int, default=1
-
-    Returns
-    -------
-    dict
-        ``observed``: {``accuracy``, ``balanced_accuracy``} (float);
-        ``null``: the same keys, ndarrays of shape (n_permutations,);
-        ``p_value``: the same keys (:func:`permutation_p_value`);
-        ``n_permutations``; ``decision`` and ``prediction`` (n_subjects,),
-        the observed outer-test decision values and labels.
-    """
-    if not isinstance(estimator, LinearBaseline):
-        raise TypeError(f"estimator must be a LinearBaseline; got {type(estimator).__name__}.")
-    relative = _check_params(
-        estimator.kind, estimator.Cs, estimator.inner_cv, estimator.random_state
-    )
-    if not (isinstance(n_permutations, Integral) and n_permutations >= 1):
-        raise ValueError(f"n_permutations must be an integer >= 1; got {n_permutations!r}.")
-    folds = [(np.asarray(train), np.asarray(test)) for train, test in folds]
-    per_fold = isinstance(X, (list, tuple))
-    if per_fold and len(X) != len(folds):
-        raise ValueError(f"X holds {len(X)} feature matrices for {len(folds)} folds.")
-    fold_X = [check_array(x, dtype=np.float64) for x in (X if per_fold else [X])]
-    classes, signed = _signed_labels(y, estimator.inner_cv)
-    for x in fold_X:
-        if x.shape[0] != signed.size:
-            raise ValueError(f"X has {x.shape[0]} rows but y has {signed.size} labels.")
-    orders = within_fold_permutations(folds, signed.size, n_permutations, seed)
-    fold_of = np.empty(signed.size, dtype=int)
-    for k, (_, test) in enumerate(folds):
-        fold_of[test] = k
-    warn_if_few_permutations(n_permutations, (signed > 0).astype(int), fold_of, False)
-    fold_data = []
-    for k, (train, test) in enumerate(folds):
-        _signed_labels(signed[train], estimator.inner_cv)  # every training set must allow inner CV
-        X = fold_X[k if per_fold else 0]
-        scaler, standardised, gram, unit = _standardised_gram(X, train)
-        cross = scaler.transform(X[test]) @ standardised.T + 1.0
-        fold_data.append((gram, cross, relative / unit))
-    chunks = [orders[start : start + _CHUNK] for start in range(0, len(orders), _CHUNK)]
-    decisions = joblib.Parallel(n_jobs=n_jobs)(
-        joblib.delayed(_score_chunk)(
-            estimator.kind,
-            fold_data,
-            folds,
-            signed,
-            chunk,
-            estimator.inner_cv,
-            estimator.random_state,
-        )
-        for chunk in chunks
-    )
-    decision = np.concatenate(decisions)
-    truth = signed[orders] > 0
-    correct = (decision > 0) == truth
-    n_positive = np.count_nonzero(signed > 0)
-    accuracy = correct.mean(axis=1)
-    balanced = 0.5 * (
-        np.count_nonzero(correct & truth, axis=1) / n_positive
-        + np.count_nonzero(correct & ~truth, axis=1) / (signed.size - n_positive)
-    )
-    result = {"observed": {}, "null": {}, "p_value": {}, "n_permutations": int(n_permutations)}
-    for name, values in (("accuracy", accuracy), ("balanced_accuracy", balanced)):
-        result["observed"][name] = float(values[0])
-        result["null"][name] = values[1:]
-        result["p_value"][name] = permutation_p_value(values[0], values[1:])
-    result["decision"] = decision[0]
-    result["prediction"] = classes[(decision[0] > 0).astype(int)]
-    return result

@@ -28,6 +28,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.base import clone
 
+from rsxai.classify.ensembles import ensemble_predictions
 from rsxai.classify.splits import Split, make_splits
 from rsxai.exceptions import InputError
 from rsxai.parallel import with_aligned_arrays
@@ -100,9 +101,12 @@ class CrossValidation:
     ----------
     predictions : DataFrame
         One row per subject, repeat, network and model: ``subject``,
-        ``network``, ``model``, ``repeat``, ``fold``, ``y_true``, ``y_pred``,
-        ``probability`` (of the patient class). Ensembles have
-        ``network == "ensemble"``.
+        ``network``, ``model``, ``repeat``, ``fold``, ``y_true``, ``y_pred``
+        (the fold model's own ``predict``: for the linear baselines decision
+        value > 0, the rule their permutation test scores), ``probability``
+        (of the patient class, for the ROC AUC and the ensemble; a Platt-scaled
+        SVM's may fall on the other side of 0.5 than ``y_pred``). Ensembles
+        have ``network == "ensemble"`` (rule: :func:`ensemble_predictions`).
     heldout_maps : dict of str to ndarray of shape (n_subjects, n_voxels)
         Per network, each subject's map as its fold's models saw it when it
         was held out (first repeat) — the input the explanations start from.
@@ -205,6 +209,15 @@ def _run_fold(
     )
 
 
+def fold_random_state(random_state: int, split: Split) -> int:
+    """Seed of the models fitted on ``split``: one per fold, reproducible from ``random_state``.
+
+    A permutation test that refits a fold's model passes the same seed, so that its
+    unpermuted row reproduces the reported predictions.
+    """
+    return random_state + 1000 * split.repeat + split.fold
+
+
 def _fit_models(
     split: Split,
     features: FoldFeatures,
@@ -231,10 +244,13 @@ def _fit_models(
             model = clone(estimator)
             if "random_state" in model.get_params():
                 # Different folds, different (but reproducible) seeds.
-                model.set_params(random_state=random_state + 1000 * split.repeat + split.fold)
+                model.set_params(random_state=fold_random_state(random_state, split))
             model.fit(X[split.train], y[split.train])
+            # The label is the model's own rule, the one its permutation test scores; the
+            # probability (Platt-scaled for the SVM, which may disagree) serves the AUC only.
+            predicted = model.predict(X[split.test])
             probability = model.predict_proba(X[split.test])[:, list(model.classes_).index(1)]
-            for i, p in zip(split.test, probability, strict=True):
+            for i, label, p in zip(split.test, predicted, probability, strict=True):
                 rows.append(
                     {
                         "subject": labels[i],
@@ -243,7 +259,7 @@ def _fit_models(
                         "repeat": split.repeat,
                         "fold": split.fold,
                         "y_true": int(y[i]),
-                        "y_pred": int(p >= 0.5),
+                        "y_pred": int(label),
                         "probability": float(p),
                     }
                 )
@@ -374,25 +390,3 @@ def cross_validate(
         fold_maps=fold_maps,
         fold_networks=fold_networks,
     )
-
-
-def ensemble_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Mean patient probability over networks, per model, subject and repeat.
-
-    Parameters
-    ----------
-    predictions : DataFrame
-        Columns as in :attr:`CrossValidation.predictions`.
-
-    Returns
-    -------
-    DataFrame
-        Same columns, ``network == "ensemble"``; empty when there is only one network.
-    """
-    if predictions.empty or predictions["network"].nunique() < 2:
-        return predictions.iloc[:0]
-    keys = ["subject", "model", "repeat", "fold", "y_true"]
-    ensemble = predictions.groupby(keys, sort=False, as_index=False)["probability"].mean()
-    ensemble["network"] = "ensemble"
-    ensemble["y_pred"] = (ensemble["probability"] >= 0.5).astype(int)
-    return ensemble[predictions.columns]

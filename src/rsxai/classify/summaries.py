@@ -2,9 +2,10 @@
 
 :func:`fold_metrics` gives the point metrics of each fold of each repeat (no
 intervals: a fold of six subjects cannot support one); :func:`aggregate_repeats`
-gives the mean and spread over repeats of a repeated cross-validation, with
-intervals from :func:`rsxai.classify.metrics.classification_metrics` on
-the subject-wise consensus (repeats are not new subjects). Both read the
+gives the headline of a repeated cross-validation, the first repeat's metrics
+with intervals from :func:`rsxai.classify.metrics.classification_metrics`
+(one prediction per subject, the quantity the permutation test scores), and
+the mean and spread over repeats as a stability figure. Both read the
 prediction table the classify stage writes, one row per subject and repeat
 (columns :data:`PREDICTION_COLUMNS`). They are apart from
 :mod:`rsxai.classify.metrics` because they handle that table's folds
@@ -100,17 +101,20 @@ def fold_metrics(predictions: pd.DataFrame, *, positive=1) -> pd.DataFrame:
 
 
 def aggregate_repeats(predictions: pd.DataFrame, *, positive=1, confidence: float = 0.95) -> dict:
-    """Summary of repeated cross-validation: mean over repeats, intervals on n subjects.
+    """Summary of repeated cross-validation: the first repeat as headline, spread over repeats.
 
     Each repeat tests every subject once, so a repeat's metrics pool its
-    folds. The headline value of each metric is the mean over repeats (and
-    ``std``, ``min``, ``max`` show how much the partition matters). Repeats
-    are not new subjects: an interval computed on n x repeats predictions as
-    if independent would be far too narrow. The intervals are therefore
-    those of :func:`rsxai.classify.metrics.classification_metrics` on
-    one prediction per subject, the subject-wise consensus: the majority of
-    its predicted labels over repeats (a tie goes to the mean probability,
-    positive at >= 0.5) and its mean probability. With one repeat the consensus is that repeat.
+    folds. The headline (``first``) is the first repeat: its metrics, with
+    the intervals and binomial p of
+    :func:`rsxai.classify.metrics.classification_metrics` on its one
+    prediction per subject. It is the quantity that the label-permutation
+    tests score (:func:`rsxai.classify.permutation_scores` and
+    :func:`rsxai.classify.refit_permutation_scores` run one repeat's
+    partition), so the headline and its permutation p are of the same
+    number. The mean, ``std``, ``min`` and ``max`` over repeats show how
+    much the partition matters: a stability figure, without interval or p
+    (repeats are not new subjects, and a p of the mean would need every
+    permutation to rerun every repeat).
 
     Parameters
     ----------
@@ -122,11 +126,12 @@ def aggregate_repeats(predictions: pd.DataFrame, *, positive=1, confidence: floa
     Returns
     -------
     dict
-        ``n_repeats``; ``per_repeat`` (list of dicts: ``repeat`` and the five
+        ``n_repeats``; ``first_repeat`` (the label of the first repeat, in
+        sorted order); ``per_repeat`` (list of dicts: ``repeat`` and the five
         metrics); ``mean``, ``std`` (ddof 1; 0 with one repeat), ``min``,
-        ``max`` (dicts metric -> float or None); ``consensus`` (the
-        :func:`rsxai.classify.metrics.classification_metrics` dict of
-        the subject-wise consensus).
+        ``max`` (dicts metric -> float or None); ``first`` (the
+        :func:`rsxai.classify.metrics.classification_metrics` dict of the
+        first repeat: the headline).
     """
     _check_predictions(predictions)
     subjects_by_repeat = predictions.groupby("repeat")["subject"].apply(frozenset)
@@ -146,27 +151,20 @@ def aggregate_repeats(predictions: pd.DataFrame, *, positive=1, confidence: floa
             out[metric] = None if np.isnan(column).any() else float(function(column))
         return out
 
-    by_subject = predictions.assign(says=predictions["y_pred"] == positive).groupby(
-        "subject", sort=True
-    )
-    votes = by_subject["says"].mean().to_numpy()
-    probability = by_subject["probability"].mean().to_numpy()
-    consensus_positive = np.where(votes == 0.5, probability >= 0.5, votes > 0.5)
-    y_true = by_subject["y_true"].first().to_numpy()
-    labels = np.unique(np.concatenate([y_true, predictions["y_pred"].to_numpy()]))
-    # Without any other label every vote is positive and the other label is never used.
-    negative = next((label for label in labels if label != positive), positive)
+    first_repeat = per_repeat[0]["repeat"]
+    first = predictions[predictions["repeat"] == first_repeat]
     return {
         "n_repeats": len(per_repeat),
+        "first_repeat": first_repeat,
         "per_repeat": per_repeat,
         "mean": summary(np.mean),
         "std": summary(lambda v: np.std(v, ddof=1) if v.size > 1 else 0.0),
         "min": summary(np.min),
         "max": summary(np.max),
-        "consensus": classification_metrics(
-            y_true,
-            np.where(consensus_positive, positive, negative),
-            probability,
+        "first": classification_metrics(
+            first["y_true"].to_numpy(),
+            first["y_pred"].to_numpy(),
+            first["probability"].to_numpy(),
             positive=positive,
             confidence=confidence,
         ),

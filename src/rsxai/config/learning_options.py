@@ -9,17 +9,20 @@ LEARNING_OPTIONS: tuple[Option, ...] = (
     Option(
         "classify",
         "models",
-        ["cnn", "svm", "logistic"],
-        "Classifiers, each cross-validated on every network in the same folds.",
+        ["cnn", "svm", "logistic", "screened"],
+        "Classifiers, each cross-validated on every network in the same folds (screened: "
+        "smoothing, t-test screening in the training fold, logistic regression).",
         "--models",
-        choices=("cnn", "svm", "logistic"),
+        choices=("cnn", "svm", "logistic", "screened"),
     ),
     Option(
         "classify",
         "cv_scope",
         "fold",
         "fold: group ICA, labelling and dual regression refit on each training fold "
-        "(leak-free); cohort: fitted once on everyone (the study's protocol, transductive).",
+        "(leak-free); cohort: fitted once on everyone (the study's protocol, transductive). "
+        "With ica.group_maps or an FSL folder the maps are used as given in every fold: "
+        "reported as 'external maps', possibly transductive.",
         "--cv-scope",
         choices=("fold", "cohort"),
     ),
@@ -36,7 +39,8 @@ LEARNING_OPTIONS: tuple[Option, ...] = (
         "classify",
         "cv_repeats",
         1,
-        "Repeats of the k-fold scheme, each with another shuffle.",
+        "Repeats of the k-fold scheme, each with another shuffle; the metrics and p are "
+        "those of the first repeat, the spread over repeats is reported beside them.",
         "--cv-repeats",
         minimum=1,
     ),
@@ -63,6 +67,32 @@ LEARNING_OPTIONS: tuple[Option, ...] = (
         "Label permutations of the whole CNN cross-validation (each retrains every fold).",
         "--cnn-permutations",
         minimum=0,
+    ),
+    Option(
+        "classify",
+        "screened_permutations",
+        200,
+        "Label permutations of the whole cross-validation for the screened baseline (each "
+        "refits every fold, the screening included).",
+        "--screened-permutations",
+        minimum=0,
+    ),
+    Option(
+        "classify",
+        "screened_fwhm",
+        8.0,
+        "Screened baseline: Gaussian smoothing FWHM in mm within the mask (0: none).",
+        "--screened-fwhm",
+        minimum=0,
+    ),
+    Option(
+        "classify",
+        "screened_voxels",
+        50,
+        "Screened baseline: voxels of largest and of smallest training-fold t, each set "
+        "averaged into one feature.",
+        "--screened-voxels",
+        minimum=1,
     ),
     Option(
         "classify", "cnn_blocks", 3, "Convolution blocks of the CNN.", "--cnn-blocks", minimum=1
@@ -153,7 +183,8 @@ LEARNING_OPTIONS: tuple[Option, ...] = (
         "explain",
         "smoothgrad_noise",
         0.15,
-        "SmoothGrad: noise SD as a fraction of each input's range (Smilkov et al.: 0.1-0.2).",
+        "SmoothGrad: noise SD as a fraction of each input's range in the brain mask, the "
+        "noise added inside the mask only (Smilkov et al.: 0.1-0.2).",
         "--smoothgrad-noise",
         minimum=0,
     ),

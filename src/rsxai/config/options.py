@@ -206,7 +206,9 @@ _DATA_OPTIONS: tuple[Option, ...] = (
         "group_maps",
         None,
         "Use these group maps (4D NIfTI, e.g. MELODIC's "
-        "melodic_IC.nii.gz) instead of running group ICA.",
+        "melodic_IC.nii.gz) instead of running group ICA; the same maps serve every "
+        "cross-validation fold, so classification reports the scope 'external maps' "
+        "(possibly transductive).",
         "--group-maps",
         nullable=True,
     ),
@@ -231,7 +233,8 @@ _DATA_OPTIONS: tuple[Option, ...] = (
         "networks",
         "force_component",
         [],
-        "Choose components by hand: NETWORK=INDEX (0-based).",
+        "Choose components by hand: NETWORK=INDEX (0-based, in the all-subject group ICA; "
+        "in fold scope each fold takes its component closest to that map).",
         "--force-component",
     ),
     Option(
@@ -251,6 +254,15 @@ _DATA_OPTIONS: tuple[Option, ...] = (
         "Variance-normalise the stage-1 time courses before stage 2 (FSL's default).",
         "--des-norm",
     ),
+    Option(
+        "dual_regression",
+        "variance_normalise",
+        False,
+        "Z-score each voxel of a subject before dual regression, which removes the amplitude "
+        "information of the maps; false (FSL's behaviour): regress the cleaned, grand-mean "
+        "scaled data as they are (group ICA normalises each voxel either way).",
+        "--variance-normalise",
+    ),
     # [stats] permutation GLM on each network's subject maps
     Option(
         "stats",
@@ -264,7 +276,8 @@ _DATA_OPTIONS: tuple[Option, ...] = (
         "stats",
         "contrasts",
         ["patients>controls", "controls>patients"],
-        "Contrasts tested on every network.",
+        "Contrasts tested on every network; FWE p-values are corrected over all of them "
+        "(the maximum statistic over voxels and contrasts, as randomise --corrcon).",
         "--contrasts",
         choices=("patients>controls", "controls>patients", "two-sided"),
     ),

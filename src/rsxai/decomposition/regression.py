@@ -11,31 +11,31 @@ runs::
     fsl_glm -i data -d group_maps -o tc --demean -m mask                       # stage 1
     fsl_glm -i data -d tc -o maps --out_z=z --demean -m mask [--des_norm]      # stage 2
 
+on the data as given: demeaned, not variance-normalised (MELODIC normalises
+each voxel's variance for the group ICA only), so stage-2 maps keep each
+voxel's amplitude (Nickerson et al. 2017). ``variance_normalise=True``
+z-scores each voxel first instead, which removes it.
+
 Arrays are already masked: a volume is a row of ``V`` in-mask voxels.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
+from rsxai.decomposition._t_to_z import t_to_z
 from rsxai.exceptions import InputError
 
 __all__ = ["DualRegressionResult", "dual_regression", "spatial_regression"]
 
-# Below this log tail probability log(t.sf) loses precision and then
-# underflows to -inf; there the closed form is used.
-_LOG_SF_SWITCH = -200.0
-# t-to-Z by table (see _t_to_z): arrays from this size, |t| below this bound,
-# largest error allowed (Z units; the Z maps are stored as float32).
-_TABLE_MIN_SIZE = 20_000
-_TABLE_T_MAX = 40.0
-_TABLE_TOLERANCE = 1e-10
 # Voxels per block of the residuals (float64 temporaries of (T, block)).
 _VOXEL_BLOCK = 2048
+# As rsxai.preprocess.signal: a voxel whose standard deviation is below this
+# fraction of its largest absolute value holds only rounding noise, and is
+# set to 0 by variance_normalise instead of being scaled up to unit variance.
+_CONSTANT_TOLERANCE = 1e-10
 
 
 @dataclass(frozen=True)
@@ -147,131 +147,23 @@ def spatial_pseudo_inverse(maps: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(design.T)
 
 
-def _t_to_z(t: np.ndarray, dof: int) -> np.ndarray:
-    """Z with the same tail probability as Student's ``t`` with ``dof`` degrees of freedom.
-
-    For arrays of at least ``_TABLE_MIN_SIZE`` values, ``|t| < _TABLE_T_MAX``
-    is converted by a table of cubic pieces (:func:`_z_table`) checked to
-    agree with the exact conversion within ``_TABLE_TOLERANCE``; everything
-    else by :func:`_t_to_z_exact`. The exact conversion costs about 0.5 us
-    per value (the incomplete beta function of the t tail), 0.3 s for one
-    subject's 20 maps of 26,600 voxels, more than both regressions; the table
-    costs about 20 times less.
-    """
-    t = np.asarray(t, dtype=np.float64)
-    table = _z_table(int(dof)) if t.size >= _TABLE_MIN_SIZE else None
-    if table is None:
-        return _t_to_z_exact(t, dof)
-    steps_per_unit, coefficients = table
-    abs_t = np.abs(t)
-    inside = abs_t < _TABLE_T_MAX  # NaN and values beyond the table: exact
-    everywhere = bool(inside.all())
-    position = abs_t * steps_per_unit if everywhere else abs_t[inside] * steps_per_unit
-    index = np.minimum(position.astype(np.intp), coefficients.shape[1] - 1)
-    position -= index  # in [0, 1]: where in its step each value lies
-    # Horner's rule on the cubic of each value's step.
-    z = np.take(coefficients[3], index)
-    for power in (2, 1, 0):
-        z *= position
-        z += np.take(coefficients[power], index)
-    if everywhere:
-        abs_z = z
-    else:
-        abs_z = np.empty_like(abs_t)
-        abs_z[inside] = z
-        abs_z[~inside] = _t_to_z_exact(abs_t[~inside], dof)
-    return np.copysign(abs_z, t)
-
-
-@functools.lru_cache(maxsize=16)
-def _z_table(dof: int) -> tuple[float, np.ndarray] | None:
-    """Piecewise cubic ``|t| -> |z|`` on ``[0, _TABLE_T_MAX)`` for ``dof``, or None.
-
-    Cubic Hermite interpolation between exact values at equally spaced
-    nodes, with the exact slope ``dz/dt = f_t(t) / phi(z)`` (the ratio of
-    the t and normal densities) at each node. Its error within a step is
-    largest near the middle of the step, so it is checked against
-    :func:`_t_to_z_exact` at every midpoint; the step is refined until the
-    largest error is below ``_TABLE_TOLERANCE``, and None is returned (exact
-    conversion everywhere) if even the finest step does not reach it.
-
-    Returns
-    -------
-    steps_per_unit : float
-        Number of steps per unit of ``t``.
-    coefficients : ndarray of shape (4, n_steps)
-        ``coefficients[p, i]`` multiplies ``s ** p`` in step ``i``, ``s`` the
-        position within the step in [0, 1].
-    """
-    log_t_density_constant = (
-        special.gammaln((dof + 1) / 2.0) - special.gammaln(dof / 2.0) - 0.5 * np.log(dof * np.pi)
-    )
-    for n_steps in (1024, 4096, 16384):
-        step = _TABLE_T_MAX / n_steps
-        nodes = np.arange(n_steps + 1) * step
-        z = _t_to_z_exact(nodes, dof)
-        log_t_density = log_t_density_constant - (dof + 1) / 2.0 * np.log1p(nodes**2 / dof)
-        log_normal_density = -0.5 * z**2 - 0.5 * np.log(2.0 * np.pi)
-        slope = np.exp(log_t_density - log_normal_density) * step  # dz/ds
-        z0, z1, d0, d1 = z[:-1], z[1:], slope[:-1], slope[1:]
-        coefficients = np.stack(
-            [z0, d0, 3.0 * (z1 - z0) - 2.0 * d0 - d1, 2.0 * (z0 - z1) + d0 + d1]
-        )
-        midpoints = np.array([1.0, 0.5, 0.25, 0.125]) @ coefficients
-        error = np.abs(midpoints - _t_to_z_exact(nodes[:-1] + step / 2.0, dof))
-        if error.max() <= _TABLE_TOLERANCE:
-            return n_steps / _TABLE_T_MAX, coefficients
-    return None
-
-
-def _t_to_z_exact(t: np.ndarray, dof: int) -> np.ndarray:
-    """Z with the same tail probability as Student's ``t``, from the t tail itself.
-
-    ``z = norm.isf(t.sf(t, dof))`` evaluated in log space, so that it stays
-    finite when the tail probability underflows double precision (|t| in the
-    thousands and beyond). For log tail probabilities below -200, where
-    ``log(t.sf)`` first loses precision and then is -inf, the closed form of
-    the t tail is used instead (DLMF 8.17.8)::
-
-        sf(t) = I_x(a, 1/2) / 2,  x = dof / (dof + t^2),  a = dof / 2
-        I_x(a, b) = x^a (1 - x)^b / (a B(a, b)) * 2F1(a + b, 1; a + 1; x)
-
-    The inverse normal tail comes from ``scipy.special.ndtri_exp``, which
-    takes the log probability directly. ``t = ±inf`` gives ``z = ±inf``.
-    """
-    t = np.asarray(t, dtype=np.float64)
-    abs_t = np.abs(t)
-    with np.errstate(divide="ignore"):
-        # t.sf(|t|) = stdtr(dof, -|t|), as scipy.stats.t computes it.
-        log_sf = np.log(special.stdtr(dof, -abs_t))
-    far = log_sf < _LOG_SF_SWITCH
-    if np.any(far):
-        t_far = abs_t[far]
-        a, b = dof / 2.0, 0.5
-        with np.errstate(over="ignore", divide="ignore"):
-            log_x = np.log(dof) - 2.0 * np.log(t_far) - np.log1p(dof / t_far**2)
-        x = np.exp(log_x)
-        log_sf[far] = (
-            np.log(0.5)
-            + a * log_x
-            + b * np.log1p(-x)
-            - np.log(a)
-            - special.betaln(a, b)
-            + np.log(special.hyp2f1(a + b, 1.0, a + 1.0, x))
-        )
-    # ndtri_exp(log p) = norm.ppf(p) = -norm.isf(p); the t and normal tails are symmetric.
-    return np.sign(t) * -special.ndtri_exp(log_sf)
-
-
 def dual_regression(
     group_maps: np.ndarray,
     subject_data: np.ndarray,
     *,
     des_norm: bool = True,
+    variance_normalise: bool = False,
     z_maps: bool = True,
     maps_pinv: np.ndarray | None = None,
 ) -> DualRegressionResult:
     """Subject-specific time courses and maps of group networks (FSL dual regression).
+
+    The data are regressed as given, as FSL's script does (its input is
+    usually FEAT's filtered data: grand-mean scaled, not variance-normalised):
+    a voxel with twice the fluctuation gets twice the stage-2 map. With
+    ``variance_normalise=True`` each voxel is first demeaned and scaled to
+    unit standard deviation (``N - 1`` denominator); the maps then hold the
+    network's share of each voxel's variance, not its amplitude.
 
     Stage 1 (``fsl_glm -i data -d group_maps -o tc --demean``): each group map
     is demeaned across voxels, each volume is demeaned across voxels, and each
@@ -305,6 +197,9 @@ def dual_regression(
         One subject's masked, preprocessed data; ``T`` must exceed ``K + 1``.
     des_norm : bool, default=True
         Variance-normalise the stage-1 time courses before stage 2 (FSL ``--des_norm``).
+    variance_normalise : bool, default=False
+        Z-score each voxel of ``subject_data`` before both stages (not FSL's
+        behaviour); voxels that are constant stay 0.
     z_maps : bool, default=True
         Compute the stage-2 Z maps (skipped, ``z_maps=None`` in the result, when
         only the maps are needed: the residuals and the t-to-Z conversion cost about as
@@ -342,10 +237,14 @@ def dual_regression(
             f"{subject_data.shape[1]}; both must be masked with the same brain mask (same "
             "number of columns V)."
         )
+    if not isinstance(variance_normalise, (bool, np.bool_)):
+        raise InputError(f"variance_normalise must be True or False; got {variance_normalise!r}.")
     if maps_pinv is None:
         maps_pinv = spatial_pseudo_inverse(group_maps)
     # One float64 copy of the data serves both stages (stage 1 leaves it as it is).
     voxels = subject_data.astype(np.float64)
+    if variance_normalise:
+        _zscore_columns(voxels)
     timecourses = _stage_one(voxels, maps_pinv)
 
     design = timecourses - timecourses.mean(axis=0)
@@ -381,6 +280,22 @@ def dual_regression(
     return DualRegressionResult(
         timecourses=timecourses.astype(np.float32),
         maps=maps.astype(np.float32),
-        z_maps=_t_to_z(t_maps, dof).astype(np.float32),
+        z_maps=t_to_z(t_maps, dof).astype(np.float32),
         dof=dof,
     )
+
+
+def _zscore_columns(voxels: np.ndarray) -> None:
+    """Demean each column of the (T, V) float64 ``voxels`` and scale it to unit SD, in place.
+
+    Sample standard deviation (``N - 1``), as the z-scoring of
+    :func:`rsxai.preprocess.clean_signals`; columns that are constant up to
+    rounding become exactly 0.
+    """
+    amplitude = np.abs(voxels).max(axis=0)
+    voxels -= voxels.mean(axis=0)
+    std = voxels.std(axis=0, ddof=1) if voxels.shape[0] > 1 else np.zeros(voxels.shape[1])
+    constant = std <= _CONSTANT_TOLERANCE * amplitude
+    voxels[:, constant] = 0.0
+    std[constant] = 1.0
+    voxels /= std

@@ -51,6 +51,7 @@ def attribute(
     baseline: float = 0.0,
     batch_size: int = 8,
     seed: int | Sequence[int] = 0,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Raw attribution maps of ``model``'s logit for class ``target``, one per input.
 
@@ -67,7 +68,8 @@ def attribute(
         - ``"saliency"``: ``|dS/dx|``, S the target logit (Simonyan et al. 2014).
         - ``"smoothgrad"``: mean of ``|dS/dx|`` at ``n_samples`` noisy copies
           of the input (the absolute-value variant, as Captum's
-          ``NoiseTunnel(Saliency)``; Smilkov et al. 2017).
+          ``NoiseTunnel(Saliency)``; Smilkov et al. 2017), the noise added
+          inside ``mask`` only.
         - ``"integrated_gradients"``: signed; ``(x - baseline)`` times the mean
           gradient along the straight path from the baseline, Gauss-Legendre
           quadrature with ``n_steps`` points; the map sums to
@@ -87,7 +89,7 @@ def attribute(
         SmoothGrad: noisy copies per input.
     noise_level : float, default=0.15
         SmoothGrad: standard deviation of the Gaussian noise as a fraction
-        of each input's range (max - min over the whole volume), as in
+        of each input's range (max - min over ``mask``'s voxels), as in
         Smilkov et al. (who recommend 0.1-0.2).
     n_steps : int, default=16
         Integrated Gradients: quadrature points.
@@ -101,6 +103,11 @@ def attribute(
         child at the input's position. A sequence gives each input its own
         seed and the stream it would get alone, so that its map does not
         depend on the batch it came in. Other methods are deterministic.
+    mask : ndarray of bool, shape (X, Y, Z), optional
+        SmoothGrad: the voxels that hold signal (the brain mask on the input
+        grid). Noise goes there only: the voxels outside are constant zero
+        in every input the model was trained on, so noise there would probe
+        the model where it never saw data. None: every voxel.
 
     Returns
     -------
@@ -123,6 +130,7 @@ def attribute(
 
     device, dtype = model_device_and_dtype(model)
     x = _as_inputs(inputs, device, dtype)
+    inside = _as_noise_mask(mask, x)
     with frozen_model(model):
         if method in CAM_METHODS and layer is None:
             layer = default_target_layer(model, x.shape[1:])
@@ -132,7 +140,9 @@ def attribute(
             maps = _saliency(model, x, targets, batch_size)
         elif method == "smoothgrad":
             seeds = _noise_seeds(seed, len(x))
-            maps = _smoothgrad(model, x, targets, seeds, n_samples, noise_level, batch_size)
+            maps = _smoothgrad(
+                model, x, inside, targets, seeds, n_samples, noise_level, batch_size
+            )
         elif method == "integrated_gradients":
             maps = _integrated_gradients(model, x, targets, baseline, n_steps, batch_size)
         else:
@@ -235,6 +245,19 @@ def _as_inputs(inputs: torch.Tensor | np.ndarray, device, dtype) -> torch.Tensor
     return x
 
 
+def _as_noise_mask(mask: np.ndarray | None, x: torch.Tensor) -> torch.Tensor:
+    """``mask`` as a boolean tensor on ``x``'s device, shape (X, Y, Z); None: all True."""
+    if mask is None:
+        return torch.ones(x.shape[2:], dtype=torch.bool, device=x.device)
+    mask = np.asarray(mask)
+    if mask.shape != tuple(x.shape[2:]) or mask.dtype != bool or not mask.any():
+        raise ValueError(
+            f"mask must be a boolean array of shape {tuple(x.shape[2:])} (the inputs' grid) "
+            f"with at least one True voxel; got {mask.dtype} of shape {mask.shape}."
+        )
+    return torch.as_tensor(mask, device=x.device)
+
+
 def _probe(model: nn.Module, first: torch.Tensor, layer: str | None) -> int:
     """Number of classes, after checking the logits' shape and the CAM layer on one input."""
     with torch.no_grad():
@@ -302,19 +325,26 @@ def _saliency(model, x, targets, batch_size) -> torch.Tensor:
     )
 
 
-def _smoothgrad(model, x, targets, seeds, n_samples, noise_level, batch_size) -> torch.Tensor:
+def _smoothgrad(
+    model, x, inside, targets, seeds, n_samples, noise_level, batch_size
+) -> torch.Tensor:
     # Captum's NoiseTunnel draws from torch's global generator with one standard
-    # deviation for the whole batch; here each input has its own seeded stream
-    # and a noise level relative to its own range.
+    # deviation for the whole batch, over every voxel; here each input has its
+    # own seeded stream, noise inside the mask only and a noise level relative
+    # to its own range there.
     from captum.attr import Saliency
 
     saliency = Saliency(model)
     maps = []
     for volume, target, seed in zip(x, targets, seeds, strict=True):
         generator = torch.Generator().manual_seed(seed)
+        # Drawn over the whole grid and then masked, so that the noise of a voxel
+        # inside the mask does not depend on the mask.
         noise = torch.randn((n_samples, *volume.shape), generator=generator)
-        sigma = noise_level * (volume.max() - volume.min())
-        noisy = volume + sigma * noise.to(device=x.device, dtype=x.dtype)
+        noise = noise.to(device=x.device, dtype=x.dtype) * inside
+        values = volume[0][inside]
+        sigma = noise_level * (values.max() - values.min())
+        noisy = volume + sigma * noise
         total = torch.zeros(volume.shape[1:], device=x.device, dtype=x.dtype)
         for i in range(0, n_samples, batch_size):
             chunk = noisy[i : i + batch_size].detach().requires_grad_()

@@ -119,7 +119,7 @@ def _randomisation_rows(
     for method in methods:
 
         def explain(model, inputs, method=method):
-            return settings.attribute(model, inputs, method, classes, seeds)
+            return settings.attribute(model, inputs, method, classes, seeds, mask=box_mask)
 
         if trained_maps is not None:
             original = box_volumes(trained_maps[method], mask)

@@ -148,7 +148,10 @@ def agreement(
         since an explanation says where, not in which direction.
     fwe_significant : ndarray of bool, shape (n_voxels,)
         Voxels significant after family-wise error correction (either
-        direction of the contrast, as the caller decides).
+        direction of the contrast, as the caller decides). A union of
+        contrasts holds the family-wise error only when the correction is over
+        all of them (the stats stage's maps are; the explain stage records
+        which correction on each agreement record, ``fwe_correction``).
     top_fraction : float, default=0.05
         Share of voxels, highest relevance first, compared with the
         significant ones.

@@ -44,7 +44,8 @@ class AttributionSettings:
     smoothgrad_samples : int, default=16
         SmoothGrad: noisy copies per input.
     smoothgrad_noise : float, default=0.15
-        SmoothGrad: noise SD as a fraction of each input's range.
+        SmoothGrad: noise SD as a fraction of each input's range in the mask
+        (the noise is added inside the mask only).
     ig_steps : int, default=16
         Integrated Gradients: quadrature points.
     target_layer : str, optional
@@ -59,8 +60,12 @@ class AttributionSettings:
     target_layer: str | None = None
     batch_size: int = 16
 
-    def attribute(self, model, volumes, method: str, classes, seeds) -> np.ndarray:
-        """Raw maps, shape (n, x, y, z), of ``model`` for class indices ``classes``."""
+    def attribute(self, model, volumes, method: str, classes, seeds, mask=None) -> np.ndarray:
+        """Raw maps, shape (n, x, y, z), of ``model`` for class indices ``classes``.
+
+        ``mask`` (bool, (x, y, z)): the brain mask on the volumes' grid, where
+        SmoothGrad adds its noise (see :func:`rsxai.explain.attribution.attribute`).
+        """
         return attribute(
             model,
             volumes,
@@ -72,6 +77,7 @@ class AttributionSettings:
             n_steps=self.ig_steps,
             batch_size=self.batch_size,
             seed=[int(s) for s in seeds],
+            mask=mask,
         )
 
 
@@ -214,6 +220,7 @@ def _explain_fold(
 ) -> None:
     """Fill ``result[method][target][members]`` with one fold model's maps of its subjects."""
     mask = np.asarray(model.mask, dtype=bool)
+    box_mask = mask[crop_box(mask)]
     volumes = model.to_volumes(maps)
     classes = {t: class_indices(model, label[members]) for t, label in labels.items()}
     # Unique (subject, class) pairs: the predicted and the patient class often coincide.
@@ -223,7 +230,12 @@ def _explain_fold(
     )
     for method in methods:
         relevance = settings.attribute(
-            model.model_, volumes[pairs[:, 0]], method, pairs[:, 1], seeds[members][pairs[:, 0]]
+            model.model_,
+            volumes[pairs[:, 0]],
+            method,
+            pairs[:, 1],
+            seeds[members][pairs[:, 0]],
+            mask=box_mask,
         )
         masked = volumes_to_maps(relevance, mask)
         for target, indices in classes.items():

@@ -4,12 +4,13 @@
 fit on some subjects, transform any subject.
 """
 
-from rsxai.networks.labelling import NetworkLabels, label_components
-from rsxai.networks.network_maps import (
-    NetworkMaps,
+from rsxai.networks.labelling import NetworkLabels, canonical_network_name, label_components
+from rsxai.networks.network_maps import NetworkMaps
+from rsxai.networks.selection import (
     check_networks_found,
     choose_networks,
     load_group_maps,
+    match_reference_maps,
 )
 from rsxai.networks.templates import NetworkTemplates, builtin_templates, load_templates
 
@@ -18,9 +19,11 @@ __all__ = [
     "NetworkMaps",
     "NetworkTemplates",
     "builtin_templates",
+    "canonical_network_name",
     "check_networks_found",
     "choose_networks",
     "label_components",
     "load_group_maps",
     "load_templates",
+    "match_reference_maps",
 ]

@@ -6,16 +6,17 @@ network's component) and transforms any subject (dual regression onto the
 fitted group maps), the way a scikit-learn ``Pipeline`` step does. The
 cross-validation receives it as an argument and fits a fresh clone
 (``sklearn.base.clone``) in each training fold, so no held-out subject ever
-shapes the group maps it is projected on.
+shapes the group maps it is projected on (unless they are imported, ``group_maps``:
+then every fold gets the same maps, whoever they were estimated on).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
@@ -28,122 +29,22 @@ from rsxai.decomposition import (
 )
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
-from rsxai.networks.labelling import (
-    NetworkLabels,
-    NetworkTemplates,
-    builtin_templates,
-    label_components,
-    load_templates,
+from rsxai.networks.labelling import NetworkLabels, NetworkTemplates, canonical_network_name
+from rsxai.networks.selection import (
+    check_networks_found,
+    choose_networks,
+    load_group_maps,
+    match_reference_maps,
 )
 
 SubjectData = np.ndarray | Callable[[], np.ndarray]
 
 
+logger = logging.getLogger(__name__)
+
+
 def _load(subject: SubjectData) -> np.ndarray:
     return subject() if callable(subject) else np.asarray(subject)
-
-
-def load_group_maps(path: str | Path, grid: Grid) -> np.ndarray:
-    """Read group maps made elsewhere (e.g. MELODIC's ``melodic_IC.nii.gz``) onto the grid.
-
-    Parameters
-    ----------
-    path : str or Path
-        A 4D NIfTI, one volume per component, in MNI space.
-    grid : Grid
-        The analysis grid.
-
-    Returns
-    -------
-    maps : ndarray of shape (n_components, n_voxels)
-        Resampled by affine (trilinear), float32.
-    """
-    # Lazy: nilearn's image and plotting modules take about 1 s to import.
-    from nilearn import image
-
-    path = Path(path)
-    try:
-        img = nib.load(path)
-    except (OSError, nib.filebasedimages.ImageFileError) as error:
-        raise InputError(
-            f"{path}: cannot read the group maps ({error}). Give a 4D NIfTI."
-        ) from None
-    if len(img.shape) != 4:
-        raise InputError(
-            f"{path}: group maps must be 4D (one volume per component); got shape {img.shape}."
-        )
-    resampled = image.resample_img(
-        img,
-        target_affine=grid.affine,
-        target_shape=grid.shape,
-        interpolation="continuous",
-        force_resample=True,
-        copy_header=True,
-    )
-    maps = grid.from_img_data(np.asarray(resampled.dataobj, dtype=np.float32))
-    maps = np.nan_to_num(maps)
-    empty = np.flatnonzero(np.abs(maps).max(axis=1) == 0)
-    if len(empty) == maps.shape[0] or maps.shape[1] == 0:
-        raise InputError(
-            f"{path}: the group maps do not overlap the analysis brain mask; are they in MNI "
-            "space? Resample them to MNI space first."
-        )
-    if len(empty):
-        raise InputError(
-            f"{path}: components {empty.tolist()} are empty inside the analysis brain mask. "
-            "Remove them or check the image's space."
-        )
-    return maps
-
-
-def choose_networks(
-    components: np.ndarray,
-    grid: Grid,
-    *,
-    templates: NetworkTemplates | str | Path | None = None,
-    networks: Sequence[str] = ("sensorimotor", "visual"),
-    force: Mapping[str, int] | None = None,
-    min_r: float = 0.15,
-) -> NetworkLabels:
-    """Label group maps with the templates (built-in when ``templates`` is None).
-
-    Parameters
-    ----------
-    components : ndarray of shape (K, n_voxels)
-        Sign-fixed group maps on ``grid``.
-    grid : Grid
-    templates, networks, force, min_r
-        As :class:`NetworkMaps`.
-
-    Returns
-    -------
-    NetworkLabels
-        A requested network without a matching component has None; see
-        :func:`check_networks_found`.
-    """
-    if not isinstance(templates, NetworkTemplates):
-        templates = (
-            builtin_templates(grid) if templates is None else load_templates(templates, grid)
-        )
-    return label_components(
-        components,
-        templates,
-        networks=tuple(networks),
-        force=dict(force) if force else None,
-        min_r=min_r,
-    )
-
-
-def check_networks_found(labels: NetworkLabels, min_r: float) -> None:
-    """Raise InputError naming every requested network left without a component."""
-    missing = [name for name, index in labels.selected.items() if index is None]
-    if missing:
-        raise InputError(
-            f"networks: no component matches {', '.join(missing)} (best template r below "
-            f"min_r={min_r}). Look at the components and their template matches "
-            "(group/desc-ica_components.nii.gz and .tsv), then choose one with "
-            f"--force-component {missing[0]}=INDEX, or lower --min-template-r."
-        )
 
 
 class NetworkMaps(BaseEstimator):
@@ -161,10 +62,19 @@ class NetworkMaps(BaseEstimator):
         Reference network templates; None uses the built-in ones.
     force : mapping of str to int, optional
         Components chosen by hand, e.g. ``{"visual": 3}``.
+    force_maps : mapping of str to ndarray of shape (n_voxels,), optional
+        Networks chosen by a reference map instead of the templates: each takes
+        the component that correlates best with its map. A component index only
+        names a network within one fit (each group ICA orders its components
+        anew), so in fold scope a choice forced on the all-subject ICA reaches
+        every fold as that component's map.
     min_r : float, default=0.15
         Spatial correlation below which a network is reported as not found.
     group_maps : str, Path or None
-        Import group maps (4D NIfTI) instead of running group ICA.
+        Import group maps (4D NIfTI) instead of running group ICA. ``fit`` then
+        learns no maps from ``subjects``: every fold of a cross-validation uses
+        the same maps, which may have been estimated with its test subjects
+        (the classify stage reports this scope as "external maps").
     n_restarts : int, default=10
         FastICA restarts for the stability estimate.
     migp_dim : int or None
@@ -172,6 +82,10 @@ class NetworkMaps(BaseEstimator):
         :class:`rsxai.decomposition.group_ica.GroupICA`).
     des_norm : bool, default=True
         Variance-normalise stage-1 time courses before stage 2 (FSL's default).
+    variance_normalise : bool, default=False
+        Z-score each voxel of a subject before dual regression; by default
+        (FSL's) the data are regressed as given, so the maps keep each
+        voxel's amplitude. Group ICA normalises every voxel either way.
     random_state : int, default=0
     n_jobs : int, default=1
     progress : bool, default=False
@@ -186,6 +100,9 @@ class NetworkMaps(BaseEstimator):
         Template match of every component and the chosen ones.
     network_components_ : dict of str to int
         Component index of each requested network.
+    force_matches_ : dict of str to dict
+        For each network of ``force_maps``: the ``component`` chosen and its
+        correlation ``r`` with the reference map.
 
     Notes
     -----
@@ -204,11 +121,13 @@ class NetworkMaps(BaseEstimator):
         networks: Sequence[str] = ("sensorimotor", "visual"),
         templates: NetworkTemplates | str | Path | None = None,
         force: Mapping[str, int] | None = None,
+        force_maps: Mapping[str, np.ndarray] | None = None,
         min_r: float = 0.15,
         group_maps: str | Path | None = None,
         n_restarts: int = 10,
         migp_dim: int | None = None,
         des_norm: bool = True,
+        variance_normalise: bool = False,
         random_state: int = 0,
         n_jobs: int = 1,
         progress: bool = False,
@@ -218,11 +137,13 @@ class NetworkMaps(BaseEstimator):
         self.networks = networks
         self.templates = templates
         self.force = force
+        self.force_maps = force_maps
         self.min_r = min_r
         self.group_maps = group_maps
         self.n_restarts = n_restarts
         self.migp_dim = migp_dim
         self.des_norm = des_norm
+        self.variance_normalise = variance_normalise
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.progress = progress
@@ -255,12 +176,22 @@ class NetworkMaps(BaseEstimator):
                 progress=self.progress,
             ).fit(subjects)
             self.components_ = self.ica_.components_
+        self.force_matches_ = match_reference_maps(self.components_, self.force_maps or {})
+        force = dict(self.force or {})
+        for name, match in self.force_matches_.items():
+            force[name] = match["component"]
+            logger.info(
+                "Network %s: component %d (r = %.2f with the reference map) chosen.",
+                name,
+                match["component"],
+                match["r"],
+            )
         self.labels_: NetworkLabels = choose_networks(
             self.components_,
             self.grid,
             templates=self.templates,
             networks=self.networks,
-            force=self.force,
+            force=force,
             min_r=self.min_r,
         )
         check_networks_found(self.labels_, self.min_r)
@@ -284,8 +215,23 @@ class NetworkMaps(BaseEstimator):
             )
         if not (isinstance(self.min_r, Real) and not isinstance(self.min_r, bool)):
             problems.append(f"min_r must be a number; got {self.min_r!r}.")
-        if not isinstance(self.des_norm, (bool, np.bool_)):
-            problems.append(f"des_norm must be True or False; got {self.des_norm!r}.")
+        both = {canonical_network_name(n) for n in self.force or {}} & {
+            canonical_network_name(n) for n in self.force_maps or {}
+        }
+        if both:
+            problems.append(
+                f"force and force_maps both choose {', '.join(sorted(map(str, both)))}; "
+                "give each network one way of being chosen."
+            )
+        for name, reference in (self.force_maps or {}).items():
+            if np.shape(reference) != (self.grid.n_voxels,):
+                problems.append(
+                    f"force_maps[{name!r}] must have shape ({self.grid.n_voxels},), one value "
+                    f"per voxel of the grid; got {np.shape(reference)}."
+                )
+        for name in ("des_norm", "variance_normalise"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                problems.append(f"{name} must be True or False; got {getattr(self, name)!r}.")
         if problems:
             raise InputError(problems)
 
@@ -310,7 +256,11 @@ class NetworkMaps(BaseEstimator):
         """
         self._check_fitted()
         return dual_regression(
-            self.components_, _load(subject), des_norm=self.des_norm, maps_pinv=self._pinv()
+            self.components_,
+            _load(subject),
+            des_norm=self.des_norm,
+            variance_normalise=self.variance_normalise,
+            maps_pinv=self._pinv(),
         )
 
     def _pinv(self) -> np.ndarray:
@@ -334,6 +284,7 @@ class NetworkMaps(BaseEstimator):
                 self.components_,
                 _load(subject),
                 des_norm=self.des_norm,
+                variance_normalise=self.variance_normalise,
                 z_maps=False,
                 maps_pinv=self._pinv(),
             ).maps[indices]

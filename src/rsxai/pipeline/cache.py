@@ -1,8 +1,8 @@
 """Stage keys, and what they guard in ``OUT/.rsxai``: stage markers and keyed work folders.
 
 A stage's key digests everything its outputs depend on (rsxai version, the
-configuration sections it reads, the seed, the input checksums, the design
-when it uses it, and the keys of the stages above it). A stage is reused when
+stage's revision, the configuration sections it reads, the seed, the input
+checksums, the design when it uses it, and the keys of the stages above it). A stage is reused when
 its marker records that key and every output it listed still exists.
 
 Some stages keep an internal cache in a work folder named after their key
@@ -85,6 +85,7 @@ def stage_key(stage: Stage, context: RunContext, inputs: dict[str, str]) -> str:
         {
             "rsxai": __version__,
             "stage": stage.name,
+            "revision": stage.revision,
             "config": context.config.fingerprint(*stage.sections),
             "seed": context.config.run.random_seed if seeded else None,
             "inputs": inputs["data"],

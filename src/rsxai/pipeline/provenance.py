@@ -4,7 +4,12 @@ Written last by ``rsxai run`` and by ``rsxai stats`` / ``rsxai classify``,
 with one shape: the command line, when it started and finished, the seed,
 the versions of rsxai, Python and the key dependencies, the platform, the
 resolved configuration, the inputs and their checksums, and the stages'
-timings when there are stages.
+timings. Every wall-clock time of a run is here, none in ``summary.json``
+(which two runs of the same command and seed write byte-identically): a stage's
+timing holds its ``start``, ``end`` and ``seconds`` and what it measured of
+its parts (classify: ``feature_seconds``, the feature step of each fold,
+one entry in cohort scope; explain: ``networks``, each network's seconds
+per part).
 """
 
 from __future__ import annotations
@@ -83,7 +88,7 @@ def write_provenance(
     input_checksums : dict of str to str
         Path -> checksum of every input file read.
     stages : dict, optional
-        Each stage's status and timing.
+        Each stage's status and timing (with the parts it measured).
     """
     record = {
         "rsxai_version": __version__,

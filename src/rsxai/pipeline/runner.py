@@ -61,7 +61,8 @@ IMPLEMENTED_STAGES: tuple[Stage, ...] = (
     # The cohort's files (checksums) are in every stage's key and its design in
     # those that use it; the [input] options only choose files or validate them,
     # so they are not a section here.
-    Stage("preprocess", run_preprocess, ("preprocess",)),
+    # Revision 1: the cache holds grand-mean scaled data, no longer z-scored per voxel.
+    Stage("preprocess", run_preprocess, ("preprocess",), revision=1),
     Stage("ica", run_ica, ("ica", "networks", "dual_regression")),
     # Its subject-order tables list each subject's group.
     Stage(
@@ -340,6 +341,7 @@ def _run_stages(context: RunContext, inputs: dict[str, str]) -> dict[str, dict]:
             # must not vouch for them if this run is interrupted.
             marker.unlink(missing_ok=True)
             context.current_key = key
+            context.timing = {}
             start = time.time()
             written = stage.function(context)
             root = context.out_dir.resolve()
@@ -348,6 +350,7 @@ def _run_stages(context: RunContext, inputs: dict[str, str]) -> dict[str, dict]:
                 "start": iso_time(start),
                 "end": iso_time(time.time()),
                 "seconds": round(time.time() - start, 3),
+                **context.timing,
             }
             write_json(marker, {"stage": name, "key": key, "outputs": relative, "timing": timing})
             timings[name] = {"status": "computed", **timing}

@@ -39,7 +39,7 @@ from rsxai.outputs import (
     write_tsv,
 )
 from rsxai.parallel import execution_backend, with_n_jobs
-from rsxai.pipeline.provenance import write_provenance
+from rsxai.pipeline.provenance import iso_time, write_provenance
 from rsxai.stages import (
     EXTERNAL_SCOPE,
     FixedMaps,
@@ -120,8 +120,23 @@ def _start_outputs(
 
 
 def _write_provenance(
-    out_dir: Path, config: Config, keys, inputs: dict, started: float, command: list[str] | None
+    out_dir: Path,
+    config: Config,
+    keys,
+    inputs: dict,
+    started: float,
+    command: list[str] | None,
+    stage: str,
+    **parts,
 ) -> None:
+    """provenance.json, with the one stage's timing (and ``parts``, what it measured)."""
+    timing = {
+        "status": "computed",
+        "start": iso_time(started),
+        "end": iso_time(time.time()),
+        "seconds": round(time.time() - started, 3),
+        **parts,
+    }
     write_provenance(
         out_dir,
         command=command,
@@ -130,6 +145,7 @@ def _write_provenance(
         configuration={key: getattr(config, key.split(".")[0])[key.split(".")[1]] for key in keys},
         inputs=inputs,
         input_checksums={path: file_checksum(path) for path in inputs.values() if path},
+        stages={stage: timing},
     )
 
 
@@ -225,7 +241,7 @@ def run_stack_stats(
             progress=progress,
         )
     summary.update("stats", entry)
-    _write_provenance(out_dir, config, STATS_OPTIONS, inputs, started, command)
+    _write_provenance(out_dir, config, STATS_OPTIONS, inputs, started, command, "stats")
     return summary.data
 
 
@@ -280,10 +296,20 @@ def run_stack_classify(
             data.grid.mask,
             work_config,
             cv_scope="cohort",
+            voxel_size=data.grid.voxel_size,
         )
         _, entry = write_classification(
             out_dir, work_config, cohort, data.grid, result, cv_scope=EXTERNAL_SCOPE
         )
     summary.update("classification", entry)
-    _write_provenance(out_dir, config, CLASSIFY_OPTIONS, inputs, started, command)
+    _write_provenance(
+        out_dir,
+        config,
+        CLASSIFY_OPTIONS,
+        inputs,
+        started,
+        command,
+        "classify",
+        feature_seconds=[round(s, 2) for s in result.feature_seconds],
+    )
     return summary.data

@@ -1,10 +1,12 @@
-"""Per-subject preprocessing of fMRIPrep outputs, and the brain mask shared by all subjects.
+"""Per-subject preprocessing of fMRIPrep outputs.
 
 A subject's runs are smoothed (optionally), resampled by affine onto the
 analysis :class:`~rsxai.grid.Grid`, cleaned one run at a time (own confounds,
-detrending, band-pass, z-scoring; :func:`rsxai.preprocess.signal.clean_signals`)
-and concatenated in time. No group information is used, so this runs once per
-subject, outside any cross-validation fold.
+detrending, band-pass; :func:`rsxai.preprocess.signal.clean_signals`), scaled
+to a median intensity of 10,000 as FSL's FEAT does (grand-mean scaling: one
+factor per run, so each voxel keeps its amplitude, which FSL's dual
+regression uses) and concatenated in time. No group information is used,
+so this runs once per subject, outside any cross-validation fold.
 
 The confound loading (:func:`rsxai.preprocess.confounds.load_confounds`) and the
 temporal cleaning live in their own modules and are re-exported here.
@@ -20,20 +22,22 @@ import nibabel as nib
 import numpy as np
 
 from rsxai.exceptions import InputError
-from rsxai.grid import Grid, mni_brain_mask, mni_grid
+from rsxai.grid import Grid
 from rsxai.preprocess.confounds import load_confounds
 from rsxai.preprocess.resampling import interpolation_matrix
 from rsxai.preprocess.signal import clean_signals
 
 __all__ = [
     "clean_signals",
-    "common_mask",
     "load_confounds",
     "prepare_subject",
     "resample_to_grid",
 ]
 
 INTERPOLATIONS = {"continuous": 1, "linear": 1, "nearest": 0}
+#: FEAT's grand-mean scaling: each run is multiplied by one factor so that its
+#: median intensity becomes this.
+GRAND_MEAN = 10000.0
 CONFOUND_OPTIONS = ("motion", "wm_csf", "global_signal", "scrub_fd", "min_contiguous")
 
 
@@ -85,7 +89,7 @@ def resample_to_grid(
             f"interpolation must be one of {', '.join(map(repr, INTERPOLATIONS))}; "
             f"got {interpolation!r}."
         )
-    img, name = _load(img)
+    img, name = load_image(img)
     if len(img.shape) not in (3, 4):
         raise InputError(
             f"{name}: image of shape {img.shape} is neither 3D nor 4D; give a volume "
@@ -141,70 +145,6 @@ def _masked_time_series(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return data.reshape(-1, n_time, order="F").T.take(columns, axis=1)
 
 
-def common_mask(
-    mask_paths: Sequence[str | os.PathLike | nib.spatialimages.SpatialImage],
-    voxel_size: float,
-    *,
-    min_fraction: float = 1.0,
-) -> Grid:
-    """The analysis grid: voxels inside enough subjects' brain masks and the MNI152 brain.
-
-    Parameters
-    ----------
-    mask_paths : sequence of paths or images
-        Subject brain masks (e.g. fMRIPrep ``*_desc-brain_mask.nii.gz``) in
-        MNI space, on any grid; non-zero is inside. Empty: the MNI152 brain
-        mask alone.
-    voxel_size : float
-        Voxel edge in mm of the analysis grid :func:`rsxai.grid.mni_grid`.
-    min_fraction : float, default=1.0
-        A voxel is kept when it is inside at least this fraction of the
-        masks (1.0: the intersection; 0: the MNI152 brain mask alone).
-
-    Returns
-    -------
-    grid : Grid
-        Mask on ``mni_grid(voxel_size)``, also restricted to
-        :func:`rsxai.grid.mni_brain_mask`.
-
-    Raises
-    ------
-    InputError
-        When a mask is not 3D, or no voxel is left; the message says which
-        masks do not overlap.
-    """
-    if isinstance(mask_paths, (str, os.PathLike)):
-        raise InputError(f"mask_paths must be a list of brain-mask images; got {mask_paths!r}.")
-    if not 0 <= min_fraction <= 1:
-        raise InputError(
-            f"min_fraction must be in [0, 1] (1.0 keeps the intersection); got {min_fraction!r}."
-        )
-    affine, shape = mni_grid(voxel_size)
-    if len(mask_paths) == 0:
-        return Grid(mni_brain_mask(voxel_size), affine)
-    whole_grid = Grid(np.ones(shape, dtype=bool), affine)
-    brain = mni_brain_mask(voxel_size)
-    count = np.zeros(shape, dtype=np.int32)
-    masks, names = [], []
-    for path in mask_paths:
-        img, name = _load(path)
-        data = np.asanyarray(img.dataobj)
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
-        if data.ndim != 3:
-            raise InputError(f"{name}: a brain mask must be 3D; got shape {data.shape}.")
-        binary = nib.Nifti1Image((data != 0).astype(np.float32), img.affine)
-        # Trilinear then >= 0.5: a grid voxel is inside when mostly inside the mask.
-        inside = resample_to_grid(binary, whole_grid)[0].reshape(shape) >= 0.5
-        count += inside
-        masks.append(np.packbits(inside))
-        names.append(name)
-    keep = (count >= min_fraction * len(names) - 1e-9) & brain
-    if not keep.any():
-        raise InputError(_no_overlap_problems(masks, names, brain, shape, voxel_size))
-    return Grid(keep, affine)
-
-
 def prepare_subject(
     runs: Sequence[tuple[str | os.PathLike, str | os.PathLike | None]],
     grid: Grid,
@@ -224,7 +164,17 @@ def prepare_subject(
     (:func:`resample_to_grid`); its confounds loaded
     (:func:`rsxai.preprocess.confounds.load_confounds`); cleaned on its own
     (:func:`rsxai.preprocess.signal.clean_signals`: detrend, band-pass,
-    confound regression, z-score, scrubbing). Runs are then concatenated.
+    confound regression, scrubbing; not z-scored) and multiplied by
+    ``GRAND_MEAN / median`` (:func:`grand_mean_factor`), FEAT's grand-mean
+    scaling, so that runs and subjects share a unit (10,000 = the median
+    intensity) while each voxel keeps its own amplitude. Runs are then
+    concatenated.
+
+    The voxels are not variance-normalised: as FSL's pipeline, group ICA
+    (:class:`rsxai.decomposition.GroupICA`, whose MIGP normalises each voxel
+    of each subject) works on variance-normalised data and dual regression on
+    these (``variance_normalise=False`` of
+    :func:`rsxai.decomposition.dual_regression`).
 
     Parameters
     ----------
@@ -251,8 +201,8 @@ def prepare_subject(
     -------
     signals : ndarray of shape (n_volumes_total, grid.n_voxels), float32
         Runs stacked in the given order (censored volumes dropped). Each run
-        is z-scored per voxel, so the whole is zero-mean with unit variance
-        per voxel; voxels without signal are 0.
+        is zero-mean per voxel, in units of the run's median intensity /
+        10,000; voxels without signal are 0.
 
     Raises
     ------
@@ -279,7 +229,7 @@ def prepare_subject(
     cleaned_runs = []
     for run in runs:
         bold_path, confounds_path = run
-        img, name = _load(bold_path)
+        img, name = load_image(bold_path)
         if len(img.shape) != 4 or img.shape[3] < 2:
             raise InputError(
                 f"{name} is not a 4D time series (shape {img.shape}); rs-fMRI must be 4D "
@@ -293,6 +243,7 @@ def prepare_subject(
             img = smooth_img(img, smoothing_fwhm)
         signals = resample_to_grid(img, grid)
         del img
+        scale = grand_mean_factor(signals, name)
         confounds = sample_mask = None
         if confounds_path is not None:
             confounds, sample_mask = load_confounds(confounds_path, **strategy)
@@ -302,25 +253,69 @@ def prepare_subject(
                     f"{signals.shape[0]} volumes; give the confounds file of this run."
                 )
         try:
-            cleaned_runs.append(
-                clean_signals(
-                    signals,
-                    tr=tr,
-                    confounds=confounds,
-                    sample_mask=sample_mask,
-                    detrend_order=detrend_order,
-                    high_pass=high_pass,
-                    low_pass=low_pass,
-                )
+            cleaned = clean_signals(
+                signals,
+                tr=tr,
+                confounds=confounds,
+                sample_mask=sample_mask,
+                detrend_order=detrend_order,
+                high_pass=high_pass,
+                low_pass=low_pass,
+                standardize=False,
             )
         except InputError as error:
             raise InputError([f"{name}: {problem}" for problem in error.problems]) from error
         del signals
+        # After cleaning, not before: every step is linear, so the result is the
+        # same, and this scales the (T, V) float32 output in place.
+        cleaned *= np.float32(scale)
+        cleaned_runs.append(cleaned)
     return np.concatenate(cleaned_runs, axis=0)
 
 
-def _load(img) -> tuple[nib.spatialimages.SpatialImage, str]:
-    """The image and a name for messages."""
+def grand_mean_factor(signals: np.ndarray, name: str = "the run") -> float:
+    """FEAT's grand-mean scaling factor of one run: ``GRAND_MEAN / median intensity``.
+
+    FEAT multiplies each 4D run by one factor so that the median of its
+    in-mask intensities is 10,000 (``fslstats -k mask -p 50``), which makes
+    the amplitudes of different runs and scanners comparable without
+    changing any voxel's amplitude relative to the others. Here the median
+    is of the run's values on the analysis grid (every volume), leaving out
+    exact zeros: grid voxels outside the run's field of view.
+
+    Parameters
+    ----------
+    signals : ndarray of shape (T, n_voxels)
+        The run on the analysis grid, before cleaning.
+    name : str
+        The run, for the error message.
+
+    Returns
+    -------
+    float
+        1.0 for a run without any non-zero value (all its voxels are then 0).
+
+    Raises
+    ------
+    InputError
+        When the median is not positive: the data are not BOLD intensities
+        (e.g. already demeaned or z-scored).
+    """
+    values = signals[signals != 0]
+    if values.size == 0:
+        return 1.0
+    median = float(np.median(values, overwrite_input=True))
+    if not median > 0:
+        raise InputError(
+            f"{name}: the median intensity inside the analysis mask is {median:.4g}; the "
+            "grand-mean scaling (to a median of 10,000, as FSL's FEAT) needs BOLD intensities "
+            "(positive, as fMRIPrep writes them), not data already demeaned or z-scored."
+        )
+    return GRAND_MEAN / median
+
+
+def load_image(img) -> tuple[nib.spatialimages.SpatialImage, str]:
+    """The image (loaded from a path, or as given) and a name for messages; InputError if not."""
     if isinstance(img, (str, os.PathLike)):
         if not os.path.isfile(img):
             raise InputError(f"{img}: file not found.")
@@ -343,33 +338,3 @@ def _warn_if_tr_differs(img, tr: float, name: str) -> None:
             "check that tr is right (in seconds).",
             stacklevel=3,
         )
-
-
-def _no_overlap_problems(masks, names, brain, shape, voxel_size) -> list[str]:
-    """Explain why no voxel survives common_mask: masks outside the brain, or disjoint pairs."""
-    n_grid = int(np.prod(shape))
-    unpacked = [np.unpackbits(m, count=n_grid).astype(bool).reshape(shape) for m in masks]
-    problems = [
-        f"{name}: no voxel of this mask falls inside the MNI152 brain on the {voxel_size:g} mm "
-        "grid; is the mask in MNI space (check its affine)?"
-        for name, mask in zip(names, unpacked, strict=True)
-        if not (mask & brain).any()
-    ]
-    if problems:
-        return problems
-    disjoint = [
-        f"{names[i]} and {names[j]} do not overlap inside the MNI152 brain."
-        for i in range(len(unpacked))
-        for j in range(i + 1, len(unpacked))
-        if not (unpacked[i] & unpacked[j] & brain).any()
-    ]
-    if disjoint:
-        return [
-            *disjoint[:20],
-            "The brain masks have no voxel in common; check that all are in the same "
-            "(MNI) space, or lower min_fraction.",
-        ]
-    return [
-        f"every pair of the {len(names)} brain masks overlaps, but no voxel is inside enough "
-        "of them together with the MNI152 brain; lower min_fraction."
-    ]

@@ -84,7 +84,9 @@ def clean_signals(
     high_pass, low_pass : float or None, default=0.01, 0.1
         Cut-off frequencies in Hz; None disables that side of the filter.
     standardize : bool, default=True
-        Z-score each voxel (zero mean, unit sample standard deviation).
+        Z-score each voxel (zero mean, unit sample standard deviation);
+        False leaves each voxel its amplitude (zero mean only), as
+        :func:`rsxai.preprocess.prepare_subject` does for dual regression.
 
     Returns
     -------

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from rsxai.report.folder import ReportFolder
 
 #: Models in the order shown: the CNN first, then its baselines.
-MODEL_ORDER = ("cnn", "svm", "logistic", "ensemble")
+MODEL_ORDER = ("cnn", "svm", "logistic", "screened", "ensemble")
 METRICS = (
     ("accuracy", "accuracy"),
     ("balanced_accuracy", "balanced accuracy"),
@@ -47,8 +47,15 @@ SCOPE_TEXT = {
     "fold": (
         "info",
         "Cross-validation scope: <strong>fold</strong> (inductive). Group ICA, network "
-        "labelling and dual regression were fitted again on every training fold; the test "
-        "participants of a fold never shaped its features or its model.",
+        "labelling and dual regression were fitted again on every training fold; no test "
+        "participant's label or series shaped its fold's group maps or model. Two things are "
+        "shared by every fold and use no label: the common brain mask, and with it the CNN's "
+        "crop box, was built from every participant's brain mask, test participants included "
+        "(as FSL's dual_regression builds its mask). And training participants were "
+        "dual-regressed onto group maps they shaped, test participants onto maps they did not "
+        "shape: a <strong>pessimistic shift</strong> (the test maps fit the group maps less "
+        "well than the maps the classifier learnt from), so these accuracies may be slightly "
+        "pessimistic.",
     ),
     "cohort": (
         "warning",
@@ -56,15 +63,21 @@ SCOPE_TEXT = {
         "ICA and network labelling were fitted once on every participant, the test "
         "participants of each fold included, before cross-validation. Their data shaped the "
         "features the classifier was tested on, so these accuracies may be optimistic; they "
-        "are not estimates for new participants.",
+        "are not estimates for new participants. Compared with fold-scope accuracies of the "
+        "same data, where training participants are dual-regressed onto maps they shaped and "
+        "test participants are not (a pessimistic shift), every participant here is projected "
+        "on maps it shaped: the difference between the two scopes mixes this optimism with "
+        "that shift, and is not a measure of the leak alone.",
     ),
     "external maps": (
         "warning",
         "Cross-validation scope: <strong>external maps</strong> — possibly "
-        "<strong>transductive</strong>. The subject maps were made outside rsxai (e.g. FSL "
-        "dual_regression) and used as given in every fold; rsxai cannot know whether the group "
-        "ICA behind them saw the test participants. If it was run on the whole cohort, as "
-        "usual, accuracies may be optimistic.",
+        "<strong>transductive</strong>. The group maps were made outside rsxai (imported with "
+        "<code>--group-maps</code>, e.g. MELODIC's melodic_IC, or those behind an FSL "
+        "dual_regression folder or a stack of subject maps) and used as given in every fold, "
+        "never refitted on its training participants; rsxai cannot know whether they saw the "
+        "test participants. If they were estimated on the whole cohort, as usual, this is the "
+        "cohort scope and accuracies may be optimistic.",
     ),
 }
 
@@ -161,8 +174,9 @@ def _metrics_table(metrics: dict[str, dict]) -> str:
         caption="Out-of-fold metrics, each with its 95 % interval [low, high] below it"
         + (f" ({methods})" if methods else "")
         + "; accuracy over repeats: mean ± SD over the cross-validation repeats, (min-max) "
-        "below; permutation p: the share of label permutations whose whole cross-validation "
-        "scored at least as well; binomial p: accuracy against the chance level.",
+        "below, a stability figure without interval or p; permutation p: the share of label "
+        "permutations whose whole cross-validation scored at least as well; binomial p: "
+        "accuracy against the chance level.",
         raw_columns=list(frame.columns),
         numeric_columns=numbers,
     )
@@ -295,11 +309,20 @@ def _scope_notes(metrics: dict[str, dict]) -> str:
                 note(f"Cross-validation scope: {escape(scope)} (not described).", "warning")
             )
     cv = next(iter(metrics.values())).get("cv", {})
-    scheme = paragraph(
+    text = (
         f"Scheme: {escape(cv.get('scheme', 'n/a'))}, {escape(cv.get('n_splits', 'n/a'))} folds × "
         f"{escape(cv.get('n_repeats', 'n/a'))} repeats."
     )
-    return "".join(notes) + scheme
+    n_repeats = cv.get("n_repeats")
+    # Outputs that record their headline take the first repeat (older ones: a vote over repeats).
+    if "headline" in cv and isinstance(n_repeats, int) and n_repeats > 1:
+        text += (
+            f" Every metric below, its interval and its binomial and permutation p are those of "
+            f"the <strong>first repeat</strong> (one out-of-fold prediction per participant; the "
+            f"permutation test scores that repeat's partition); the accuracy over the "
+            f"{n_repeats} repeats is shown beside it as a stability figure."
+        )
+    return "".join(notes) + paragraph(text)
 
 
 def _network(folder: ReportFolder, network: str, models: list[str]) -> str:

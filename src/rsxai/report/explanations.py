@@ -170,7 +170,9 @@ def _network(folder: ReportFolder, network: str, matches: list[dict]) -> str:
                 "comparison, over the brain (spearman) and inside the network's territory "
                 "(spearman_region: group map z > 2.3, n_region voxels); Dice overlap between "
                 "the top relevance voxels and the FWE-significant ones (dice_chance: expected "
-                "at random); n_significant: voxels significant in the statistics.",
+                "at random); n_significant: voxels significant in the statistics; "
+                "fwe_correction: what their FWE p is corrected over, and which contrasts "
+                "they are united from.",
             ),
         )
     )

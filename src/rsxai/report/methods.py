@@ -14,9 +14,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from rsxai.report.explanations import group_relevance_maps
 from rsxai.report.html import details, escape, format_number, guarded, paragraph, table
-from rsxai.report.references import METHOD_REFERENCES, Citations
+from rsxai.report.methods_learning import classification_methods, explanation_methods
+from rsxai.report.references import Citations
 
 if TYPE_CHECKING:
     from rsxai.report.folder import ReportFolder
@@ -118,11 +118,19 @@ def _preprocessing(folder: ReportFolder, cite: Citations) -> str:
         )
     else:
         band = "not filtered in time"
+    # Outputs made before [dual_regression] variance_normalise existed held z-scored series.
+    older = folder.option("dual_regression", "variance_normalise") is None
     text = (
         f"Each participant's series was cleaned run by run: regression of "
         f"{'; '.join(regressors)}, polynomial detrending (order "
         f"{options.get('detrend_order', 1)}), {band}, with filters and confound regression "
-        f"kept orthogonal{cite('lindquist2019')}, then z-scored in time."
+        f"kept orthogonal{cite('lindquist2019')}, then "
+        + (
+            "z-scored in time."
+            if older
+            else "scaled by one factor per run to a median intensity of 10,000 (FEAT's "
+            "grand-mean scaling), each voxel keeping its amplitude."
+        )
     )
     if options.get("scrub_fd") is not None:
         text += (
@@ -190,15 +198,35 @@ def _ica(folder: ReportFolder, cite: Citations) -> str:
         f"r ≥ {networks.get('min_r')}"
     )
     forced = networks.get("force_component") or []
-    text += f"; chosen by hand: {escape(', '.join(forced))}." if forced else "."
+    text += f"; chosen by hand: {escape(', '.join(forced))}" if forced else ""
+    if forced and folder.option("classify", "cv_scope") == "fold":
+        text += (
+            " (components of the all-subject ICA; in each cross-validation fold, the fold's "
+            "component that correlated best with that map)"
+        )
+    text += "."
     if fsl:
         return paragraph(
             text + " Each participant's map of the chosen components was taken from FSL's "
             f"stage-2 output{cite('beckmann2009', 'nickerson2017')}."
         )
     des_norm = folder.option("dual_regression", "des_norm", True)
+    variance_normalise = folder.option("dual_regression", "variance_normalise")
+    if variance_normalise is None:  # outputs made before the option existed
+        data = "on the z-scored series"
+    elif variance_normalise:
+        data = (
+            "on the series z-scored voxel by voxel, so that the maps do not carry each voxel's "
+            "amplitude"
+        )
+    else:
+        data = (
+            "as FSL's dual_regression, on the cleaned series not variance-normalised (group "
+            "ICA alone normalised each voxel's variance), so that the maps carry each voxel's "
+            "amplitude"
+        )
     text += (
-        f" Dual regression{cite('beckmann2009', 'nickerson2017')} (FSL semantics) gave each "
+        f" Dual regression{cite('beckmann2009', 'nickerson2017')}, {data}, gave each "
         "participant a map per network: stage 1 regressed the group maps on each volume, stage 2 "
         "regressed the resulting time courses"
         + (", variance-normalised," if des_norm else " (not variance-normalised)")
@@ -252,85 +280,37 @@ def _stats(folder: ReportFolder, cite: Citations) -> str:
         text += (
             f"Statistics were enhanced by TFCE{cite('smith2009')} with H = {h}, E = {e} and "
             f"{connectivity}-connectivity{recorded}"
-            + (", in height steps of 1/100 of each map's maximum t" if "dh" in tfce else "")
+            + (
+                ", in height steps of 1/100 of the unpermuted t map's maximum (of t for a "
+                "one-sided contrast, of |t| for the two-sided one or where no t is above 0), "
+                "fixed for all permutations"
+                if "dh" in tfce
+                else ""
+            )
             + ". "
         )
-    text += (
-        "Family-wise error was controlled by the distribution of the maximum statistic over "
-        f"voxels within each map; with {stats.get('n_tests')} tests (networks × contrasts), "
-        "Bonferroni-corrected minima are also reported."
-    )
-    return paragraph(text)
-
-
-def _generic_options(folder: ReportFolder, section: str) -> str:
-    options = folder.config.get(section, {})
-    return "; ".join(f"{escape(k)} = {escape(v)}" for k, v in options.items())
-
-
-def _classification(folder: ReportFolder, cite: Citations) -> str:
-    found = folder.find("cls_metrics")
-    if not found:
-        return ""
-    metrics = folder.read_json_file(found[0]["path"])
-    cv = metrics.get("cv", {})
-    models = sorted({match["model"] for match in found})
-    scope = cv.get("cv_scope")
-    scope_text = {
-        "fold": "group ICA, network labelling and dual regression were refitted on each "
-        "training fold, so test participants never shaped the features",
-        "cohort": "group ICA and network labelling used every participant, test participants "
-        "included (transductive): accuracy may be optimistic",
-        "external maps": "the subject maps were made outside rsxai and used as given, so "
-        "whether their group maps saw the test participants is unknown (possibly "
-        "transductive)",
-    }.get(scope, f"cv_scope = {escape(scope)}")
-    permuted = {}
-    for match in found:  # the permutation test runs for some models only (the baselines)
-        entry = folder.read_json_file(match["path"]).get("permutation") or {}
-        if entry.get("n_permutations"):
-            permuted[match["model"]] = entry["n_permutations"]
-    n_permutations = max(permuted.values(), default=None)
-    text = (
-        f"Each network's subject maps were classified by {escape(', '.join(models))} under "
-        f"{escape(cv.get('scheme', 'cross-validation'))} ({cv.get('n_splits')} folds × "
-        f"{cv.get('n_repeats')} repeats){cite('varoquaux2017')}; {scope_text}. "
-        + (
-            f"Significance: label permutation test of the whole cross-validation for "
-            f"{escape(', '.join(sorted(permuted)))} ({format_number(n_permutations)} "
-            f"permutations){cite('ojala2010')}, and a binomial test against chance for every "
-            "model. "
-            if n_permutations
-            else "Significance: a binomial test against chance (no permutation test). "
+    family = stats.get("fwe_contrasts")
+    if family is None:  # summary.json of an rsxai before the correction over contrasts
+        text += (
+            "Family-wise error was controlled by the distribution of the maximum statistic over "
+            f"voxels within each map; with {stats.get('n_tests')} tests (networks × contrasts), "
+            "Bonferroni-corrected minima are also reported."
         )
-        + f"Models used PyTorch{cite('paszke2019')} and scikit-learn{cite('pedregosa2011')}."
-    )
-    settings = _generic_options(folder, "classify")
-    if settings:
-        text += f" Settings: {settings}."
-    return paragraph(text)
-
-
-def _explanations(folder: ReportFolder, cite: Citations) -> str:
-    found = group_relevance_maps(folder)
-    if not found:
-        return ""
-    methods = sorted({match["method"] for match in found})
-    named = []
-    for method in methods:
-        key = METHOD_REFERENCES.get(method.lower().replace("-", "").replace("_", ""))
-        named.append(escape(method) + (cite(key) if key else ""))
-    text = (
-        f"Attributions were computed with Captum{cite('kokhlikyan2020')} for every held-out "
-        f"participant by {', '.join(named)}, averaged into group maps and compared with the "
-        "voxel-wise statistics (Spearman correlation, Dice overlap of the suprathreshold "
-        f"voxels). Sanity checks randomised the model's weights{cite('adebayo2018')}; "
-        f"faithfulness was measured by deletion and insertion curves{cite('petsiuk2018')}"
-    )
-    if folder.find("xai_localisation"):
-        text += f" and, on simulated data, localisation by the pointing game{cite('zhang2018')}"
-    settings = _generic_options(folder, "explain")
-    text += "." + (f" Settings: {settings}." if settings else "")
+    else:
+        text += (
+            f"Family-wise error was controlled over the voxels and the {len(family)} contrasts "
+            "of each network by the distribution of the maximum statistic over them, under the "
+            "same permutations for every contrast (as randomise --corrcon"
+            + ("; TFCE maps compared as height step × TFCE" if options.get("tfce", True) else "")
+            + "), so a voxel significant at p_FWE &lt; 0.05 in any contrast holds that level for "
+            "the network"
+            if len(family) > 1
+            else "Family-wise error was controlled by the distribution of the maximum statistic "
+            "over voxels"
+        ) + (
+            f"; minima Bonferroni-corrected over the {stats.get('n_networks')} network(s) are "
+            "also reported."
+        )
     return paragraph(text)
 
 
@@ -356,8 +336,8 @@ def methods_section(folder: ReportFolder) -> str:
         guarded("Preprocessing", lambda: _preprocessing(folder, cite)),
         guarded("Group ICA", lambda: _ica(folder, cite)),
         guarded("Statistics", lambda: _stats(folder, cite)),
-        guarded("Classification", lambda: _classification(folder, cite)),
-        guarded("Explanations", lambda: _explanations(folder, cite)),
+        guarded("Classification", lambda: classification_methods(folder, cite)),
+        guarded("Explanations", lambda: explanation_methods(folder, cite)),
         guarded("Configuration", lambda: _configuration_table(folder)),
     ]
     return "".join(parts) + cite.html()

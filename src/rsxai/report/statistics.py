@@ -41,6 +41,25 @@ def _contrast_label(folder: ReportFolder, network: str, t_map: str) -> str | Non
     return None
 
 
+def fwe_scope(stats: dict) -> str:
+    """What the FWE p-values of summary.json's ``stats`` are corrected over, in words (HTML)."""
+    family = stats.get("fwe_contrasts")
+    tested = list(next(iter(stats.get("networks", {}).values()), {}))
+    if family is None and len(tested) > 1:
+        # summary.json of an rsxai before the correction over contrasts.
+        return (
+            f"over the voxels of each contrast only, not corrected over the {len(tested)} "
+            "contrasts"
+        )
+    family = family or tested
+    if len(family) > 1:
+        return (
+            f"over the voxels and the {len(family)} contrasts of the network "
+            f"({escape(', '.join(family))}; maximum statistic over them, as randomise --corrcon)"
+        )
+    return "over the voxels of the map (maximum statistic over voxels)"
+
+
 def _summary_table(stats: dict) -> str:
     rows = []
     for network, contrasts in stats.get("networks", {}).items():
@@ -62,10 +81,15 @@ def _summary_table(stats: dict) -> str:
             )
     p_columns = ("min p (FWE)", "min p (FWE, Bonferroni)")
     text_columns = ("network", "contrast", "inference", *p_columns)
+    bonferroni = (
+        f"the {stats['n_networks']} network(s)"
+        if "n_networks" in stats
+        else "the number of networks × contrasts"
+    )
     return table(
         pd.DataFrame(rows),
-        caption="FWE: family-wise error within each map (maximum statistic over voxels); "
-        "Bonferroni: that p also multiplied by the number of networks × contrasts.",
+        caption=f"FWE: family-wise error {fwe_scope(stats)}; Bonferroni: that p also "
+        f"multiplied by {bonferroni}.",
         formats={c: str for c in (*text_columns, "peak MNI (mm)")},
         numeric_columns=p_columns,
     )
@@ -75,7 +99,9 @@ def _coordinates(xyz) -> str:
     return "(" + ", ".join(format_number(float(c)) for c in xyz or []) + ")"
 
 
-def _contrast_figures(folder: ReportFolder, network: str, contrast: str, entry: dict) -> str:
+def _contrast_figures(
+    folder: ReportFolder, network: str, contrast: str, entry: dict, scope: str
+) -> str:
     maps = entry.get("maps", {})
     t_img = load_volume(folder.root / maps["t"])
     fwe_key = "logpFWEtfce" if "logpFWEtfce" in maps else "logpFWEt"
@@ -122,10 +148,12 @@ def _contrast_figures(folder: ReportFolder, network: str, contrast: str, entry: 
                 f"−log10 p (FWE, {inference}) where p < 0.05: {n_significant} voxels.",
             )
         )
-    return gallery(items) + _clusters(folder, network, entry, n_significant)
+    return gallery(items) + _clusters(folder, network, entry, n_significant, scope)
 
 
-def _clusters(folder: ReportFolder, network: str, entry: dict, n_significant: int) -> str:
+def _clusters(
+    folder: ReportFolder, network: str, entry: dict, n_significant: int, scope: str
+) -> str:
     if entry.get("clusters"):
         path = folder.root / entry["clusters"]
     else:
@@ -135,7 +163,8 @@ def _clusters(folder: ReportFolder, network: str, entry: dict, n_significant: in
     if clusters is not None and len(clusters):
         return table(
             clusters,
-            caption="Clusters of FWE-significant voxels (p < 0.05) with their atlas regions.",
+            caption=f"Clusters of FWE-significant voxels (p &lt; 0.05, FWE {scope}) with their "
+            "atlas regions.",
             max_rows=30,
         )
     if not n_significant:
@@ -149,6 +178,7 @@ def stats_section(folder: ReportFolder) -> str:
     if not stats:
         raise folder.not_run("stats", "group statistics")
     parts = [_summary_table(stats)]
+    scope = fwe_scope(stats)
     for network, contrasts in stats.get("networks", {}).items():
         parts.append(f"<h3>{escape(network)}</h3>")
         for contrast, entry in contrasts.items():
@@ -156,7 +186,9 @@ def stats_section(folder: ReportFolder) -> str:
             parts.append(
                 guarded(
                     f"{network} {contrast}",
-                    lambda n=network, c=contrast, e=entry: _contrast_figures(folder, n, c, e),
+                    lambda n=network, c=contrast, e=entry: _contrast_figures(
+                        folder, n, c, e, scope
+                    ),
                 )
             )
     return "".join(parts)

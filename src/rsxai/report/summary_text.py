@@ -52,7 +52,12 @@ def text_summary(out_dir: str | Path) -> str:
     if classification:
         cv = classification["cv"]
         scope = cv["cv_scope"] + (" (transductive)" if cv.get("transductive") else "")
-        lines.append(f"Classification: {cv['n_splits']}-fold {cv['scheme']}, scope {scope}")
+        if "transductive" in cv and cv["transductive"] is None:  # external maps: unknown
+            scope += " (possibly transductive)"
+        line = f"Classification: {cv['n_splits']}-fold {cv['scheme']}, scope {scope}"
+        if "headline" in cv and cv.get("n_repeats", 1) > 1:
+            line += f"; metrics and p of the first of {cv['n_repeats']} repeats"
+        lines.append(line)
         for network, models in classification.get("networks", {}).items():
             for model, entry in models.items():
                 accuracy = entry["accuracy"]

@@ -7,12 +7,12 @@ arrays and know nothing of the output folder. Not a user API.
 """
 
 from rsxai.stages.classify import (
-    EXTERNAL_SCOPE,
     FixedMaps,
     classify_maps,
     run_classify,
     write_classification,
 )
+from rsxai.stages.classify_scope import EXTERNAL_SCOPE
 from rsxai.stages.context import RunContext, Stage
 from rsxai.stages.estimators import cnn_estimator, confounds_strategy
 from rsxai.stages.explain import explain_output_folder, run_explain

@@ -23,19 +23,25 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from rsxai.classify import (
+    ENSEMBLE_RULE,
     CrossValidation,
     aggregate_repeats,
     cross_validate,
     fold_metrics,
-    permutation_scores,
-    refit_permutation_scores,
 )
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
+from rsxai.networks import canonical_network_name
 from rsxai.outputs import output_path, read_json, write_json, write_nifti, write_tsv
+from rsxai.stages.classify_scope import (
+    PERMUTATION_OF,
+    SCOPE_DESCRIPTIONS,
+    SCOPE_TRANSDUCTIVE,
+    headline_description,
+    reported_scope,
+)
+from rsxai.stages.classify_significance import permutation_count, significance
 from rsxai.stages.estimators import (
-    baseline_estimator,
-    cnn_estimator,
     configured_models,
     network_maps_estimator,
 )
@@ -48,29 +54,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The scope reported with every metric of ``rsxai classify``.
-EXTERNAL_SCOPE = "external maps"
 
-SCOPE_DESCRIPTIONS = {
-    "fold": (
-        "fold: group ICA, network labelling and dual regression refitted on the training "
-        "subjects of each fold; held-out subjects dual-regressed onto the training maps"
-    ),
-    "cohort": (
-        "cohort (TRANSDUCTIVE): group ICA and network labelling fitted once on all subjects, "
-        "held-out subjects included, as in the original study; accuracies may be optimistic"
-    ),
-    "external maps": (
-        "external maps (POSSIBLY TRANSDUCTIVE): the subject maps were made outside rsxai "
-        "(e.g. FSL dual_regression) and used as given in every fold; rsxai cannot know whether "
-        "the group maps they were regressed onto were estimated with the test subjects "
-        "included (a group ICA of the whole cohort makes this the cohort scope, and accuracies "
-        "may be optimistic)"
-    ),
+#: How each model's ``y_pred`` is made (its own ``predict``), as written to its metrics; the
+#: permutation test scores the same labels. The probability serves the ROC AUC only.
+DECISION_RULES = {
+    "cnn": "the class of the larger softmax output (CNNClassifier.predict)",
+    "svm": "decision value > 0 (LinearBaseline.predict), not the Platt probability",
+    "logistic": "decision value > 0 (LinearBaseline.predict), i.e. probability > 0.5",
+    "screened": "decision value > 0 (ScreenedBaseline.predict), i.e. probability > 0.5",
 }
-
-#: Whether each scope lets held-out subjects shape the features (None: cannot be known).
-SCOPE_TRANSDUCTIVE = {"fold": False, "cohort": True, "external maps": None}
 
 
 class FixedMaps(BaseEstimator):
@@ -124,9 +116,9 @@ class FixedMaps(BaseEstimator):
         return self.maps[np.asarray(subjects, dtype=int)]
 
 
-def build_models(context: RunContext, mask: np.ndarray) -> dict:
+def build_models(context: RunContext, mask: np.ndarray, voxel_size=None) -> dict:
     """The configured classifiers of a run, unfitted, keyed by model name."""
-    return configured_models(context.config, context.cohort.y, mask)
+    return configured_models(context.config, context.cohort.y, mask, voxel_size)
 
 
 def _stage_maps(context: RunContext, grid: Grid) -> FixedMaps:
@@ -146,9 +138,20 @@ def _stage_maps(context: RunContext, grid: Grid) -> FixedMaps:
 def _fold_estimator(context: RunContext, grid: Grid):
     # Fewer restarts than the cohort's group ICA (one fit per fold), and no
     # progress bars from the folds.
-    return network_maps_estimator(context, grid).set_params(
+    estimator = network_maps_estimator(context, grid).set_params(
         n_restarts=context.config.classify.fold_ica_restarts, progress=False
     )
+    if estimator.force:
+        # A forced index names a component of the all-subject ICA only: every fold
+        # refits ICA and orders its components anew, so each fold takes the component
+        # that best matches the forced all-subject map instead (logged per fold).
+        force_maps = {}
+        for name in estimator.force:
+            network = canonical_network_name(name) or name
+            image = nib.load(output_path(context.out_dir, "network_map", network=network))
+            force_maps[network] = grid.from_img_data(np.asarray(image.dataobj))
+        estimator.set_params(force=None, force_maps=force_maps)
+    return estimator
 
 
 def _log_fold(split, network, model, seconds) -> None:
@@ -163,7 +166,15 @@ def _log_fold(split, network, model, seconds) -> None:
 
 
 def classify_maps(
-    features, subjects, y: np.ndarray, labels, mask: np.ndarray, config: Config, *, cv_scope: str
+    features,
+    subjects,
+    y: np.ndarray,
+    labels,
+    mask: np.ndarray,
+    config: Config,
+    *,
+    cv_scope: str,
+    voxel_size=None,
 ) -> CrossValidation:
     """Cross-validate the configured models on the features of ``subjects``.
 
@@ -182,20 +193,23 @@ def classify_maps(
     config : Config
         Its ``[classify]`` and ``[run]`` options are used.
     cv_scope : {"fold", "cohort"}
+    voxel_size : float or sequence of 3 float, optional
+        The grid's voxel edges in mm (the screened baseline smooths in mm).
     """
     options = config.classify
     return cross_validate(
         features,
         subjects,
         y,
-        configured_models(config, y, mask),
+        configured_models(config, y, mask, voxel_size),
         subject_labels=labels,
         cv_scope=cv_scope,
         scheme=options.cv_scheme,
         n_splits=options.cv_folds,
         n_repeats=options.cv_repeats,
         random_state=config.run.random_seed,
-        keep_fold_maps=options.baseline_permutations > 0 or options.cnn_permutations > 0,
+        # Only a permutation test reads the fold maps afterwards.
+        keep_fold_maps=any(permutation_count(config, name) > 0 for name in options.models),
         on_fold=_log_fold,
         n_jobs=config.run.n_jobs,
     )
@@ -204,17 +218,10 @@ def classify_maps(
 def run_classify(context: RunContext) -> list[Path]:
     """Cross-validate every model on every selected network; write the results."""
     labels = [s.label for s in context.cohort.subjects]
-    scope = context.config.classify.cv_scope
-    if context.fsl is not None:
-        # No rs-fMRI to refit group ICA on in each fold: FSL's maps are used as given.
-        if scope == "fold":
-            logger.warning(
-                "classify: cv_scope = fold needs the rs-fMRI series; with an FSL "
-                "dual_regression folder as input the maps are used as given (scope: %s).",
-                EXTERNAL_SCOPE,
-            )
-        scope = EXTERNAL_SCOPE
-    if scope == "fold":
+    # No rs-fMRI to refit group ICA on with an FSL folder: its maps are used as given.
+    # Imported group maps are refitted in no fold either: each fold dual-regresses onto them.
+    scope = reported_scope(context)
+    if context.fsl is None and context.config.classify.cv_scope == "fold":
         grid, loaders = preprocessed_subjects(context)
         features, subjects = _fold_estimator(context, grid), loaders
     else:
@@ -228,58 +235,15 @@ def run_classify(context: RunContext) -> list[Path]:
         grid.mask,
         context.config,
         # Fixed maps are fitted on nothing, as in the cohort scope.
-        cv_scope="fold" if scope == "fold" else "cohort",
+        cv_scope="cohort" if isinstance(features, FixedMaps) else "fold",
+        voxel_size=grid.voxel_size,
     )
     written, entry = write_classification(
         context.out_dir, context.config, context.cohort, grid, result, cv_scope=scope
     )
     context.summary.update("classification", entry)
+    context.timing["feature_seconds"] = [round(s, 2) for s in result.feature_seconds]
     return written
-
-
-def _significance(
-    config: Config,
-    y: np.ndarray,
-    result: CrossValidation,
-    network: str,
-    model: str,
-    mask: np.ndarray,
-):
-    """Permutation null of a model's whole CV (first repeat), or None when not asked for."""
-    n_permutations = (
-        config.classify.cnn_permutations
-        if model == "cnn"
-        else config.classify.baseline_permutations
-    )
-    if n_permutations == 0 or network == "ensemble":
-        return None
-    splits = [s for s in result.splits if s.repeat == 0]
-    j = None
-    folds, fold_X = [], []
-    for split in splits:
-        maps = result.fold_maps[(split.repeat, split.fold)]
-        networks = result.fold_networks[(split.repeat, split.fold)]
-        j = networks.index(network)
-        folds.append((split.train, split.test))
-        fold_X.append(maps[:, j])
-    if model == "cnn":
-        return refit_permutation_scores(
-            cnn_estimator(config, mask),
-            fold_X,
-            y,
-            folds,
-            n_permutations=n_permutations,
-            seed=config.run.random_seed,
-        )
-    return permutation_scores(
-        baseline_estimator(config, y, model),
-        fold_X,
-        y,
-        folds,
-        n_permutations=n_permutations,
-        seed=config.run.random_seed,
-        n_jobs=config.run.n_jobs,
-    )
 
 
 def write_classification(
@@ -315,16 +279,17 @@ def write_classification(
     options, y = config.classify, cohort.y
     scope = cv_scope or options.cv_scope
     written: list[Path] = []
+    n_repeats = options.cv_repeats if options.cv_scheme == "kfold" else 1
     summary: dict = {
         "cv": {
             "scheme": options.cv_scheme,
             "n_splits": options.cv_folds if options.cv_scheme == "kfold" else len(y),
-            "n_repeats": options.cv_repeats if options.cv_scheme == "kfold" else 1,
+            "n_repeats": n_repeats,
             "cv_scope": scope,
             "transductive": SCOPE_TRANSDUCTIVE[scope],
             "description": SCOPE_DESCRIPTIONS[scope],
+            "headline": headline_description(n_repeats),
         },
-        "feature_seconds": [round(s, 2) for s in result.feature_seconds],
         "networks": {},
     }
     order = pd.DataFrame(
@@ -351,21 +316,31 @@ def write_classification(
             write_tsv(output_path(out_dir, "cls_folds", network=network, model=model), folds)
         )
         metrics = aggregate_repeats(table)
-        permutation = _significance(config, y, result, network, model, grid.mask)
+        permutation = significance(config, y, result, network, model, grid)
         entry = {
             "network": network,
             "model": model,
             "cv": summary["cv"],
-            **metrics["consensus"],
+            # The first repeat: the quantity its permutation p is of (classify_scope).
+            **metrics["first"],
             "repeats": {k: metrics[k] for k in ("n_repeats", "mean", "std", "min", "max")},
+            "decision_rule": ENSEMBLE_RULE
+            if network == "ensemble"
+            else DECISION_RULES.get(model, f"{model}'s predict"),
             "permutation": None,
         }
+        if network == "ensemble":
+            entry["permutation_note"] = "no permutation test is run for the network ensemble"
         if permutation is not None:
             entry["permutation"] = {
                 "p_value": permutation["p_value"]["accuracy"],
                 "p_value_balanced_accuracy": permutation["p_value"]["balanced_accuracy"],
+                # What the null is of: the first repeat's accuracy, by the decision rule.
+                "observed_accuracy": permutation["observed"]["accuracy"],
+                "observed_balanced_accuracy": permutation["observed"]["balanced_accuracy"],
                 "n_permutations": permutation["n_permutations"],
                 "scheme": "labels permuted within outer test folds (first repeat)",
+                "of": PERMUTATION_OF,
             }
             null = pd.DataFrame(permutation["null"])
             written.append(

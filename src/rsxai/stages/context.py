@@ -26,6 +26,10 @@ class RunContext:
     progress: bool = True
     stage_keys: dict[str, str] = field(default_factory=dict)
     current_key: str = ""
+    #: What the running stage measured of its own parts (wall-clock seconds), kept with
+    #: its timing in its marker and provenance.json: never in summary.json, which two
+    #: runs with the same seed write identically. The runner empties it before each stage.
+    timing: dict = field(default_factory=dict)
     #: The FSL dual_regression folder the network maps come from (None: made by this run).
     fsl: FSLDualRegression | None = None
 
@@ -46,9 +50,14 @@ class Stage:
     uses_design : bool
         Whether the outputs depend on who is in which group (and the
         covariates): then a relabelled cohort redoes the stage.
+    revision : int
+        Raised when the stage's outputs change under the same settings, so
+        that those of earlier code are not reused (e.g. the preprocessed
+        cache, no longer z-scored).
     """
 
     name: str
     function: Callable[[RunContext], list[Path]]
     sections: tuple[str, ...]
     uses_design: bool = False
+    revision: int = 0

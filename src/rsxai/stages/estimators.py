@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rsxai.classify import LinearBaseline
+from rsxai.classify import LinearBaseline, ScreenedBaseline
 from rsxai.cnn import CNNClassifier
 from rsxai.exceptions import InputError
 from rsxai.networks import NetworkMaps
@@ -34,6 +34,25 @@ def baseline_estimator(config: Config, y: np.ndarray, kind: str):
     options = config.classify
     inner_cv = _inner_folds(y, options.cv_scheme, options.cv_folds)
     return LinearBaseline(kind=kind, inner_cv=inner_cv, random_state=config.run.random_seed)
+
+
+def screened_estimator(config: Config, mask: np.ndarray, voxel_size):
+    """The screened baseline configured by the ``[classify]`` options (unfitted).
+
+    Parameters
+    ----------
+    config : Config
+    mask : ndarray of bool, shape (X, Y, Z)
+    voxel_size : float or sequence of 3 float
+        The grid's voxel edges in mm: the smoothing FWHM is in mm.
+    """
+    options = config.classify
+    return ScreenedBaseline(
+        mask,
+        voxel_size,
+        smoothing_fwhm=options.screened_fwhm,
+        n_voxels=options.screened_voxels,
+    )
 
 
 def cnn_estimator(config: Config, mask: np.ndarray):
@@ -61,7 +80,7 @@ def cnn_estimator(config: Config, mask: np.ndarray):
     )
 
 
-def configured_models(config: Config, y: np.ndarray, mask: np.ndarray) -> dict:
+def configured_models(config: Config, y: np.ndarray, mask: np.ndarray, voxel_size=None) -> dict:
     """The classifiers of the ``[classify]`` options, unfitted, keyed by model name.
 
     Parameters
@@ -71,11 +90,23 @@ def configured_models(config: Config, y: np.ndarray, mask: np.ndarray) -> dict:
         The labels (the size of the smaller group sets the baselines' inner folds).
     mask : ndarray of bool, shape (X, Y, Z)
         The analysis mask (the CNN's input grid).
+    voxel_size : float or sequence of 3 float, optional
+        The grid's voxel edges in mm; needed by the screened baseline.
     """
-    return {
-        name: cnn_estimator(config, mask) if name == "cnn" else baseline_estimator(config, y, name)
-        for name in config.classify.models
-    }
+    models = {}
+    for name in config.classify.models:
+        if name == "cnn":
+            models[name] = cnn_estimator(config, mask)
+        elif name == "screened":
+            if voxel_size is None:
+                raise ValueError(
+                    "configured_models: the screened model smooths in mm; give voxel_size "
+                    "(the grid's voxel edges) or leave 'screened' out of classify.models."
+                )
+            models[name] = screened_estimator(config, mask, voxel_size)
+        else:
+            models[name] = baseline_estimator(config, y, name)
+    return models
 
 
 # ----------------------------------------------------------------------------- preprocess
@@ -118,6 +149,7 @@ def network_maps_estimator(context: RunContext, grid: Grid):
         n_restarts=config.ica.n_restarts,
         migp_dim=config.ica.migp_dim,
         des_norm=config.dual_regression.des_norm,
+        variance_normalise=config.dual_regression.variance_normalise,
         random_state=config.run.random_seed,
         n_jobs=config.run.n_jobs,
         progress=context.progress,

@@ -10,7 +10,9 @@ it reads the run's ``summary.json`` and ``rsxai.toml``, checks the options
 and the folder before the attributions, finds the simulator's ground truth,
 removes explanation files of an earlier configuration, summarises all of it
 in ``summary.json`` under ``explanations`` and, for ``rsxai explain``, writes
-the explain options back to ``rsxai.toml``.
+the explain options back to ``rsxai.toml``. How long each part took is no
+result: ``rsxai run`` records it with the stage's timing in ``provenance.json``
+(``stages.explain.networks``), ``rsxai explain`` logs it.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def run_explain(context: RunContext) -> list[Path]:
         context.summary,
         None,
         [context.cohort.source] if context.cohort.source else (),
+        timing=context.timing,
     )
 
 
@@ -100,8 +103,10 @@ def explain_output_folder(
     file_values = load_config_file(toml) if toml.exists() else None
     config = config if config is not None else resolve_config(file_values)
     summary = summary if summary is not None else Summary(out_dir)
+    started = time.perf_counter()
     written = _explain_folder(out_dir, config, summary, ground_truth, input_paths)
     _write_explain_config(toml, config, file_values)
+    logger.info("explain: done in %.1f s.", time.perf_counter() - started)
     return written
 
 
@@ -111,9 +116,15 @@ def _explain_folder(
     summary: Summary,
     ground_truth: str | Path | None,
     input_paths,
+    *,
+    timing: dict | None = None,
 ) -> list[Path]:
-    """:func:`explain_output_folder` without touching ``rsxai.toml``."""
-    started = time.perf_counter()
+    """:func:`explain_output_folder` without touching ``rsxai.toml``.
+
+    ``timing`` (the stage's :attr:`RunContext.timing`), when given, receives
+    under ``networks`` each network's seconds per part (attribution, group
+    maps, checks), for ``provenance.json``.
+    """
     options = config.explain
     if not 0 < options.top_fraction <= 1:
         raise InputError(
@@ -145,14 +156,15 @@ def _explain_folder(
         "flagged_methods": {},
     }
     for network in networks:
-        network_entry, files = explain_network(
+        network_entry, files, seconds = explain_network(
             out_dir, network, grid, config, summary.data, regions.get(network)
         )
+        if timing is not None:
+            timing.setdefault("networks", {})[network] = seconds
         entry["networks"][network] = network_entry
         entry["flagged_methods"][network] = network_entry["flagged_methods"]
         written += files
     _remove_stale(out_dir, written)
-    entry["seconds"] = round(time.perf_counter() - started, 1)
     summary.update("explanations", entry)
     return written
 

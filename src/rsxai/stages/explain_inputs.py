@@ -131,19 +131,25 @@ def statistics_maps(out_dir: Path, summary: dict, network: str, grid: Grid) -> d
 
     The two-sided contrast is used when it was run. Otherwise |t| is that of
     the first contrast (the one-sided contrasts' t maps differ in sign only)
-    and a voxel is significant when it is in either one-sided contrast (each
-    at p_FWE < 0.05, TFCE-based when TFCE was run).
+    and a voxel is significant when it is in either one-sided contrast (at
+    p_FWE < 0.05, TFCE-based when TFCE was run). The stats stage corrects
+    those p-values over the voxels and the contrasts of the network, so the
+    union holds the family-wise error at 0.05; folders of an earlier rsxai,
+    whose p-values were corrected within each contrast only, are read as they
+    are, and ``correction`` says so.
 
     Returns
     -------
     dict or None
         ``abs_t`` (n_voxels,), ``significant`` (n_voxels,) bool, ``t_map``
         (path relative to the folder), ``contrasts`` (list), ``inference``,
+        ``correction`` (str: what the significant voxels are corrected over),
         ``network_region`` (n_voxels,) bool or None: the network's territory
         (:func:`network_region`); None when the stats stage left no maps for
         the network.
     """
-    contrasts = (summary.get("stats") or {}).get("networks", {}).get(network)
+    stats = summary.get("stats") or {}
+    contrasts = stats.get("networks", {}).get(network)
     if not contrasts:
         return None
     chosen = ["two-sided"] if "two-sided" in contrasts else list(contrasts)
@@ -175,8 +181,27 @@ def statistics_maps(out_dir: Path, summary: dict, network: str, grid: Grid) -> d
         "t_map": first["maps"]["t"],
         "contrasts": chosen,
         "inference": first.get("inference"),
+        "correction": _correction(stats.get("fwe_contrasts"), list(contrasts), chosen),
         "network_region": network_region(out_dir, summary, network, grid),
     }
+
+
+def _correction(family: list[str] | None, tested: list[str], chosen: list[str]) -> str:
+    """What the significant voxels of :func:`statistics_maps` are corrected over, in words."""
+    voxels_of = " or ".join(chosen)
+    if family is None and len(tested) > 1:
+        # summary.json of an rsxai before the correction over contrasts.
+        return (
+            f"p_FWE < {FWE_ALPHA} over the voxels of each contrast only, not corrected over the "
+            f"{len(tested)} contrasts ({', '.join(tested)}); voxels of {voxels_of}"
+        )
+    family = family or tested
+    if len(family) == 1:
+        return f"p_FWE < {FWE_ALPHA} over the voxels of {family[0]}"
+    return (
+        f"p_FWE < {FWE_ALPHA} over the voxels and the {len(family)} contrasts "
+        f"({', '.join(family)}; maximum statistic); voxels of {voxels_of}"
+    )
 
 
 def network_region(out_dir: Path, summary: dict, network: str, grid: Grid) -> np.ndarray | None:

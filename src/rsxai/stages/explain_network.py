@@ -55,7 +55,7 @@ def explain_network(
     config: Config,
     summary: dict,
     effect_region: np.ndarray | None,
-) -> tuple[dict, list[Path]]:
+) -> tuple[dict, list[Path], dict[str, float]]:
     """Explain one network's held-out subjects; write its outputs; return its summary entry.
 
     Parameters
@@ -80,6 +80,10 @@ def explain_network(
         The network's entry under ``explanations`` in ``summary.json``.
     written : list of Path
         Every file written under ``explanations/network-<network>/``.
+    seconds : dict of str to float
+        Wall-clock seconds of each part (``attribution``, ``group_maps``,
+        ``sanity_checks``, ``faithfulness``), rounded to 0.1 s: for
+        ``provenance.json``, never for ``summary.json``.
     """
     options, seed = config.explain, config.run.random_seed
     seconds: dict[str, float] = {}
@@ -143,6 +147,8 @@ def explain_network(
         )
     ]
     statistics = statistics_maps(out_dir, summary, network, grid)
+    # Which FWE-significant voxels the Dice is against, on every agreement record.
+    correction = {} if statistics is None else {"fwe_correction": statistics["correction"]}
     tables: dict[str, list] = {"agreement": [], "localisation": []}
     methods_entry: dict[str, dict] = {}
     clock = time.perf_counter()
@@ -175,13 +181,15 @@ def explain_network(
                     outputs[desc] = output_path(out_dir, "xai_group", desc=desc, **fields)
                     write_nifti(outputs[desc], grid.to_img(np.nan_to_num(group[desc], nan=0.0)))
             written += outputs.values()
-            tables["agreement"] += [key | row for row in results["agreement"]]
+            tables["agreement"] += [key | row | correction for row in results["agreement"]]
             tables["localisation"] += [key | row for row in results["localisation"]]
             methods_entry[label]["targets"][target] = {
                 "n_correct": group["n_correct"],
                 "n_empty": group["n_empty"],
                 "outputs": {k: str(path.relative_to(out_dir)) for k, path in outputs.items()},
-                "agreement": results["agreement"][0] if results["agreement"] else None,
+                "agreement": (
+                    results["agreement"][0] | correction if results["agreement"] else None
+                ),
                 "localisation": results["localisation_summary"],
                 "faithfulness": None,
             }
@@ -281,6 +289,7 @@ def explain_network(
             "t_map": statistics["t_map"],
             "contrasts": statistics["contrasts"],
             "inference": statistics["inference"],
+            "correction": statistics["correction"],
             "n_significant": int(statistics["significant"].sum()),
         },
         "effect_region": None
@@ -297,6 +306,5 @@ def explain_network(
             for name in ("subjects_order", "agreement", "localisation", "sanity", "faithfulness")
             if output_path(out_dir, f"xai_{name}", network=network).exists()
         },
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
-    return entry, written
+    return entry, written, {k: round(v, 1) for k, v in seconds.items()}

@@ -78,7 +78,7 @@ def run_ica(context: RunContext) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------- dual regression
-def _dual_regress_one(components, maps_pinv, load, des_norm, grid, targets, rows):
+def _dual_regress_one(components, maps_pinv, load, options, grid, targets, rows):
     """One subject's dual regression, written by the worker that computed it.
 
     Returns only the network rows (float32) and the files written: were whole
@@ -86,7 +86,7 @@ def _dual_regress_one(components, maps_pinv, load, des_norm, grid, targets, rows
     them (1.9 GB at 600 subjects in benchmarks/scale.py).
     """
     with threadpool_limits(1, user_api="blas"):  # as _preprocess_one: results equal anywhere
-        result = dual_regression(components, load(), des_norm=des_norm, maps_pinv=maps_pinv)
+        result = dual_regression(components, load(), maps_pinv=maps_pinv, **options)
     columns = [f"IC{index:02d}" for index in range(len(components))]
     written = [
         write_tsv(targets["dr_timeseries"], pd.DataFrame(result.timecourses, columns=columns))
@@ -111,7 +111,10 @@ def run_dual_regression(context: RunContext) -> list[Path]:
             components,
             maps_pinv,
             load,
-            context.config.dual_regression.des_norm,
+            {
+                "des_norm": context.config.dual_regression.des_norm,
+                "variance_normalise": context.config.dual_regression.variance_normalise,
+            },
             grid,
             {
                 name: output_path(out_dir, name, label=subject.label)

@@ -1,9 +1,13 @@
 """The statistics stage on the output folder: permutation maps and cluster tables.
 
 For each network's stack of dual-regression maps and each contrast, runs
-:func:`rsxai.stats.permutation_glm`, writes the t, TFCE and -log10 p maps and
-the table of FWE-significant clusters with their anatomical labels
-(:func:`rsxai.anatomy.clusters.cluster_table`), and records them in ``summary.json``.
+:func:`rsxai.stats.permutation_glm`, corrects the FWE p-values over the voxels
+and the contrasts of the network (:func:`rsxai.stats.fwe_over_contrasts`, as
+``randomise --corrcon``: two one-sided contrasts each at 0.05 would otherwise
+give a false positive in either with probability near 0.10), writes the t,
+TFCE and -log10 p maps and the table of FWE-significant clusters with their
+anatomical labels (:func:`rsxai.anatomy.clusters.cluster_table`), and records
+them in ``summary.json``.
 :func:`write_stats` does the work on maps already in memory; ``rsxai stats``
 (:mod:`rsxai.pipeline.stack`) calls it on a user's own stack.
 """
@@ -22,11 +26,12 @@ from rsxai.anatomy import atlas_data_dir, cluster_table
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
 from rsxai.outputs import output_path, write_nifti, write_tsv
-from rsxai.stats import permutation_glm
+from rsxai.stats import DEFAULT_STEP_RULE, fwe_over_contrasts, permutation_glm
 
 if TYPE_CHECKING:
     from rsxai.config import Config, Section
     from rsxai.stages.context import RunContext
+    from rsxai.stats import ContrastFamilyFWE, PermutationGLMResult
 
 # BIDS-safe labels of the contrasts in file names.
 CONTRAST_LABELS = {
@@ -37,6 +42,11 @@ CONTRAST_LABELS = {
 
 #: FWE-corrected p below which a voxel is significant and enters the cluster table.
 ALPHA = 0.05
+
+#: Suffix of the ``stat`` of the -log10 FWE p maps corrected over one contrast's
+#: voxels only (written when several contrasts are tested): not corrected over the
+#: contrasts, unlike ``logpFWEt`` and ``logpFWEtfce``.
+UNCORRECTED_CONTRASTS = "UncorrectedContrasts"
 
 #: Neighbourhood of the cluster tables: FSL ``cluster``'s, faces, edges and corners.
 CLUSTER_CONNECTIVITY = 26
@@ -178,14 +188,16 @@ def write_stats(
     """
     options = config.stats
     tfce = tfce_settings(options)
-    n_tests = len(stacks) * len(options.contrasts)
+    contrasts = list(options.contrasts)
+    n_networks = len(stacks)
     written, results = [], {}
     coordinates = grid.world_coordinates()
     for network, load_maps in stacks.items():
         maps = load_maps()
-        results[network] = {}
-        for contrast in options.contrasts:
-            result = permutation_glm(
+        # The same seed, blocks and count draw the same permutations for every
+        # contrast, which a maximum over the contrasts needs (fwe_over_contrasts checks).
+        fitted = {
+            contrast: permutation_glm(
                 maps,
                 y,
                 grid,
@@ -201,59 +213,106 @@ def write_stats(
                 n_jobs=config.run.n_jobs,
                 progress=progress,
             )
-            label = CONTRAST_LABELS[contrast]
-            images = {
-                "t": result.t,
-                "logpFWEt": _minus_log10(result.p_fwe_t),
-                "logpUncorrected": _minus_log10(result.p_uncorrected),
-            }
-            if result.tfce is not None:
-                images["tfce"] = result.tfce
-                images["logpFWEtfce"] = _minus_log10(result.p_fwe_tfce)
-            paths = {}
-            for stat, values in images.items():
-                path = output_path(out_dir, "stat_map", network=network, contrast=label, stat=stat)
-                written.append(write_nifti(path, grid.to_img(values)))
-                paths[stat] = str(path.relative_to(out_dir))
-            p_fwe = result.p_fwe_tfce if result.tfce is not None else result.p_fwe_t
-            # A two-sided contrast gives clusters of both signs, one-sided ones positive.
-            clusters = cluster_table(
-                result.t,
-                p_fwe < ALPHA,
-                grid,
-                connectivity=CLUSTER_CONNECTIVITY,
-                p_fwe=p_fwe,
+            for contrast in contrasts
+        }
+        family = fwe_over_contrasts(fitted)
+        results[network] = {}
+        for contrast, result in fitted.items():
+            files, results[network][contrast] = _write_contrast(
+                out_dir, grid, coordinates, network, contrast, result, family, n_networks
             )
-            clusters_path = write_tsv(
-                output_path(out_dir, "clusters", network=network, contrast=label), clusters
-            )
-            written.append(clusters_path)
-            # The contrast's own direction: result.t is already signed by the contrast.
-            peak = int(np.argmax(np.abs(result.t) if contrast == "two-sided" else result.t))
-            results[network][contrast] = {
-                "n_permutations": int(result.n_permutations),
-                "inference": "TFCE" if result.tfce is not None else "voxel t",
-                "n_fwe_significant_voxels": int(np.sum(p_fwe < ALPHA)),
-                "min_p_fwe": float(p_fwe.min()),
-                "min_p_fwe_bonferroni_networks": float(min(1.0, p_fwe.min() * n_tests)),
-                "peak_mni": [round(float(c), 1) for c in coordinates[peak]],
-                "peak_t": float(result.t[peak]),
-                "maps": paths,
-                "n_clusters": len(clusters),
-                "clusters": str(clusters_path.relative_to(out_dir)),
-                **({"tfce_dh": float(result.tfce_dh)} if result.tfce is not None else {}),
-            }
+            written += files
     entry = {
-        "n_tests": n_tests,
-        "correction": "FWE by the max-statistic permutation distribution within each map; "
-        "min_p_fwe_bonferroni_networks also corrects for the number of networks "
-        "x contrasts tested",
-        "clusters": f"voxels with FWE p < {ALPHA}, {CLUSTER_CONNECTIVITY}-connected, "
+        "n_tests": n_networks * len(contrasts),
+        "alpha": ALPHA,
+        "fwe_contrasts": contrasts,
+        "n_networks": n_networks,
+        "correction": correction_text(contrasts, n_networks, options.tfce),
+        "clusters": f"voxels with FWE p < {ALPHA} (corrected over the voxels and the "
+        f"{len(contrasts)} contrast(s) of the network), {CLUSTER_CONNECTIVITY}-connected, "
         "each sign apart; peak_stat is the t statistic; labels from the Harvard-Oxford "
         "(maximum probability >= 25 %) and AAL2 atlases",
         "covariates": list(options.covariates),
         "networks": results,
     }
     if options.tfce:
-        entry["tfce"] = {**tfce, "dh": "each map's maximum |t| / 100 (tfce_dh)"}
+        entry["tfce"] = {**tfce, "dh": f"{DEFAULT_STEP_RULE} (tfce_dh)"}
+    return written, entry
+
+
+def correction_text(contrasts: list[str], n_networks: int, tfce: bool) -> str:
+    """What the FWE p-values and ``min_p_fwe_bonferroni_networks`` control, for summary.json."""
+    if len(contrasts) == 1:
+        text = (
+            f"FWE over the voxels of each network's map (maximum statistic over voxels; one "
+            f"contrast, {contrasts[0]})"
+        )
+    else:
+        text = (
+            f"FWE over the voxels and the {len(contrasts)} contrasts of each network "
+            f"({', '.join(contrasts)}): the maximum statistic over voxels and contrasts, the "
+            "same permutations for every contrast (as randomise --corrcon)"
+            + ("; TFCE compared across contrasts as dh x TFCE" if tfce else "")
+            + f"; the logpFWE*{UNCORRECTED_CONTRASTS} maps are FWE over one contrast's voxels "
+            "only, not corrected over the contrasts"
+        )
+    return (
+        f"{text}; min_p_fwe_bonferroni_networks: min_p_fwe x {n_networks} network(s) "
+        "(Bonferroni over networks)"
+    )
+
+
+def _write_contrast(
+    out_dir: Path,
+    grid: Grid,
+    coordinates: np.ndarray,
+    network: str,
+    contrast: str,
+    result: PermutationGLMResult,
+    family: ContrastFamilyFWE,
+    n_networks: int,
+) -> tuple[list[Path], dict]:
+    """Maps and cluster table of one network and contrast; its summary.json entry."""
+    label = CONTRAST_LABELS[contrast]
+    images = {
+        "t": result.t,
+        "logpFWEt": _minus_log10(family.p_fwe_t[contrast]),
+        "logpUncorrected": _minus_log10(result.p_uncorrected),
+    }
+    if family.n_contrasts > 1:
+        images[f"logpFWEt{UNCORRECTED_CONTRASTS}"] = _minus_log10(result.p_fwe_t)
+    if result.tfce is not None:
+        images["tfce"] = result.tfce
+        images["logpFWEtfce"] = _minus_log10(family.p_fwe_tfce[contrast])
+        if family.n_contrasts > 1:
+            images[f"logpFWEtfce{UNCORRECTED_CONTRASTS}"] = _minus_log10(result.p_fwe_tfce)
+    written, paths = [], {}
+    for stat, values in images.items():
+        path = output_path(out_dir, "stat_map", network=network, contrast=label, stat=stat)
+        written.append(write_nifti(path, grid.to_img(values)))
+        paths[stat] = str(path.relative_to(out_dir))
+    p_fwe = family.p_fwe_tfce[contrast] if result.tfce is not None else family.p_fwe_t[contrast]
+    # A two-sided contrast gives clusters of both signs, one-sided ones positive.
+    clusters = cluster_table(
+        result.t, p_fwe < ALPHA, grid, connectivity=CLUSTER_CONNECTIVITY, p_fwe=p_fwe
+    )
+    clusters_path = write_tsv(
+        output_path(out_dir, "clusters", network=network, contrast=label), clusters
+    )
+    written.append(clusters_path)
+    # The contrast's own direction: result.t is already signed by the contrast.
+    peak = int(np.argmax(np.abs(result.t) if contrast == "two-sided" else result.t))
+    entry = {
+        "n_permutations": int(result.n_permutations),
+        "inference": "TFCE" if result.tfce is not None else "voxel t",
+        "n_fwe_significant_voxels": int(np.sum(p_fwe < ALPHA)),
+        "min_p_fwe": float(p_fwe.min()),
+        "min_p_fwe_bonferroni_networks": float(min(1.0, p_fwe.min() * n_networks)),
+        "peak_mni": [round(float(c), 1) for c in coordinates[peak]],
+        "peak_t": float(result.t[peak]),
+        "maps": paths,
+        "n_clusters": len(clusters),
+        "clusters": str(clusters_path.relative_to(out_dir)),
+        **({"tfce_dh": float(result.tfce_dh)} if result.tfce is not None else {}),
+    }
     return written, entry

@@ -19,7 +19,8 @@ Conventions (each is ``randomise``'s unless said otherwise)
   covariates). With ``exchangeability_blocks`` rows are permuted only within
   their block.
 - TFCE: see :mod:`rsxai.stats.tfce`; the height step is fixed for every permutation
-  from the unpermuted statistic (its maximum / 100) as ``randomise`` does
+  from the unpermuted statistic (its maximum / 100: of t one-sided, of ``|t|``
+  two-sided; :func:`rsxai.stats.tfce.default_step_for`) as ``randomise`` does
   (nilearn instead takes each permuted map's own maximum / 100).
 - ``two-sided``: the t map is that of ``patients>controls``; voxel inference
   uses ``|t|`` (with one contrast column that is the F-test, F = t^2), and TFCE
@@ -30,7 +31,9 @@ Conventions (each is ``randomise``'s unless said otherwise)
 
 The permutations are run in batches whose null maxima, exceedance counts and
 FWE p-values are computed by :mod:`rsxai.stats.max_statistic`; ``fwe_p_values``
-stays importable from here.
+stays importable from here. The FWE p-values are over the voxels of one contrast;
+:func:`rsxai.stats.fwe_over_contrasts` corrects over several contrasts of the same
+maps (as ``randomise --corrcon``), which the stats stage does.
 """
 
 from __future__ import annotations
@@ -162,7 +165,9 @@ def permutation_glm(
     tfce_connectivity : {6, 18, 26}, default=6
         TFCE neighbourhood (``randomise``'s default is 6).
     tfce_dh : float or None, default=None
-        TFCE height step; None takes the unpermuted statistic's maximum / 100.
+        TFCE height step; None takes the unpermuted statistic's maximum / 100: of t
+        for a one-sided test, of ``|t|`` for a two-sided one (and for a one-sided
+        map with no t above 0; :func:`rsxai.stats.tfce.default_step_for`).
     exchangeability_blocks : ndarray of shape (n_subjects,), optional
         Block label of each subject (e.g. site); subjects are permuted only
         within their block.

@@ -11,8 +11,10 @@ definition followed is FSL's (``fslmaths -tfce``, ``randomise -T``):
 - the sum is *not* multiplied by ``dh`` (neither fslmaths nor nilearn does, so
   values are comparable with theirs; multiplying would only rescale the map
   when ``dh`` is fixed, and leaves every permutation p-value unchanged);
-- ``dh`` defaults to the map's maximum / 100; :func:`rsxai.stats.permutation_glm`
-  fixes it from the unpermuted map for all permutations, as ``randomise`` does.
+- ``dh`` defaults to the map's maximum / 100 (of ``|map|`` for a two-sided test;
+  :func:`default_step_for`); :func:`rsxai.stats.permutation_glm` fixes it from the
+  unpermuted map for all permutations, as ``randomise`` does
+  (:data:`DEFAULT_STEP_RULE` says so in words, for summaries and reports).
 
 nilearn's ``calculate_tfce`` sums the same terms but keeps voxels ``>= h``, so
 the voxel at the map's maximum gets one more term, ``1 ** E * max ** H``; every
@@ -134,6 +136,14 @@ def tfce_transform(
         for sign in signs:
             out[i] += sign * tfce_positive(sign * row[None], neighbours, step, h, e)[0]
     return out[0] if single else out
+
+
+#: :func:`default_step_for` in words, as the stats stage records it in summary.json.
+DEFAULT_STEP_RULE = (
+    "the unpermuted t map's maximum / 100, fixed for every permutation: the maximum of t "
+    "for a one-sided contrast, of |t| for the two-sided one (and for a one-sided map with "
+    "no t above 0)"
+)
 
 
 def default_step(top: float, n_steps: int = 100) -> float:
