@@ -30,7 +30,7 @@ FLOORS = (
     ("classify", "explain", "stats", "cohort"),
     ("report", "simulate", "cnn", "networks", "preprocess", "parallel"),
     ("anatomy", "config", "decomposition", "outputs", "tables"),
-    ("grid", "exceptions", "_version"),
+    ("grid", "exceptions", "progress", "_version"),
 )
 
 #: Tests that reach into another package's private machinery on purpose, and why.

@@ -24,6 +24,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from rsxai._version import __version__
+from rsxai.exceptions import InputError, MachineFault
 
 # Relative paths inside the output folder. Templates take str.format fields.
 OUTPUT_NAMES: dict[str, str] = {
@@ -128,24 +129,64 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     The temporary file keeps the final suffixes (so ``.nii.gz`` writers compress)
     and is removed when the block raises, leaving any earlier ``path`` untouched.
+    A full disk, a quota, a read-only or forbidden folder (:data:`MACHINE_ERRNOS
+    <rsxai.exceptions.MACHINE_ERRNOS>`) raises :class:`~rsxai.exceptions.MachineFault`
+    naming ``path``.
     A process killed mid-write leaves it behind under a name no reader takes for
     ``path``; :func:`remove_partial_files` deletes such leftovers.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = PARTIAL_MARK + ("".join(path.suffixes) or ".tmp")
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name.split('.')[0]}.{os.getpid()}-", suffix=suffix, dir=path.parent
-    )
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = PARTIAL_MARK + ("".join(path.suffixes) or ".tmp")
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.name.split('.')[0]}.{os.getpid()}-", suffix=suffix, dir=path.parent
+        )
+        os.close(fd)
+    except OSError as error:
+        _raise_machine_fault(error, path)
+        raise
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            _raise_machine_fault(error, path)
         raise
+
+
+def _raise_machine_fault(error: OSError, path: Path) -> None:
+    """Raise :class:`MachineFault` naming ``path`` when ``error`` is a full disk or the like."""
+    # Named by the final path: the temporary file's name would mislead.
+    fault = MachineFault.from_os_error(error, path)
+    if fault is not None:
+        raise fault from error
+
+
+def check_writable(out_dir: str | Path) -> None:
+    """Raise :class:`~rsxai.exceptions.InputError` unless files can be made in ``out_dir``.
+
+    Checked by writing (and deleting) a small file, in ``out_dir`` or, when it does
+    not exist yet, in the nearest folder above it that does: permission bits alone
+    miss a read-only file system, and are no obstacle to root.
+    """
+    out_dir = Path(out_dir)
+    folder = out_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rsxai-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        where = "" if folder == out_dir else f" (it would be made in {folder})"
+        raise InputError(
+            f"OUTPUT_DIR {out_dir} is not writable{where}: {error.strerror or error}. "
+            "Choose a writable folder or fix its permissions."
+        ) from None
 
 
 def _process_alive(pid: int) -> bool:

@@ -7,6 +7,9 @@ loading of preprocessing, so it sits below both.
 from __future__ import annotations
 
 import csv
+import errno
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -21,6 +24,57 @@ def is_missing(value: str) -> bool:
     return value.strip().lower() in MISSING_VALUES
 
 
+_FILE_TYPES = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a usable input file, as words that follow the path; None if usable.
+
+    One rule for every input file (BOLD, mask, confounds, manifest,
+    participants.tsv, sidecar): it must exist, be a regular file (after
+    following symbolic links), be readable by this user and not be empty.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"does not exist"``, ``"is a directory, not a file"``, ``"is not a
+        regular file (a character device)"``, ``"is a symbolic link loop"``,
+        ``"cannot be read (permission denied)"``, ``"is empty (0 bytes)"``.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "does not exist" if not os.path.islink(path) else "is a broken symbolic link"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a symbolic link loop (it resolves to itself)"
+        if isinstance(error, PermissionError):
+            return "cannot be reached (permission denied on a folder above it)"
+        return f"cannot be used ({error.strerror or type(error).__name__})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_TYPES if test(info.st_mode)), "special file")
+        return f"is not a regular file ({kind})"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied)"
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        return "cannot be read (permission denied)"
+    except OSError as error:
+        return f"cannot be read ({error.strerror or type(error).__name__})"
+    if info.st_size == 0:
+        return "is empty (0 bytes)"
+    return None
+
+
 def read_table(path: Path, *, delimiter: str | None = None) -> pd.DataFrame:
     """A delimited text table as strings, header stripped of spaces.
 
@@ -29,9 +83,12 @@ def read_table(path: Path, *, delimiter: str | None = None) -> pd.DataFrame:
     Raises
     ------
     InputError
-        When the file cannot be read or has no rows.
+        When the file is not usable (:func:`file_problem`), cannot be read or has no rows.
     """
     path = Path(path)
+    problem = file_problem(path)
+    if problem:
+        raise InputError(f"{path} {problem}. Give a tab- or comma-separated table.")
     if delimiter is None:
         delimiter = {".tsv": "\t", ".csv": ","}.get(path.suffix.lower())
     try:

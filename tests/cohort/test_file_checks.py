@@ -297,6 +297,9 @@ def test_duplicate_and_unsafe_labels(tree):
         "my cohort: subject label '../x' is not a BIDS label (letters and digits only after "
         "'sub-'; no '_', '-', '.', '/' or spaces). Rename the subject.",
         "my cohort: subject(s) listed more than once: sub-01. Keep one entry per subject.",
+        # sub-../x was made from sub-02, file and all; sub-01 listed twice is said above.
+        f"sub-02, sub-../x: their BOLD series are one file ({tree.bold('02')}); each run needs "
+        "its own series. Correct the bold paths (e.g. the manifest rows) of these subjects.",
     ]
 
 
@@ -455,6 +458,8 @@ def test_confounds_are_checked_as_preprocessing_reads_them(tree):
     validated = Cohort.from_bids(tree.root).validate(**CHECKS)
     assert validated.subjects[0].runs[0].n_volumes == 20
     problems = _problems(Cohort.from_bids(tree.root), confounds_strategy={"motion": "6"})
-    # The fixture's tables have trans_x and rot_x only: every run lacks four columns.
-    assert len(problems) == 6 * 4 and all("is missing; motion='6' needs it" in p for p in problems)
-    assert problems[0].startswith(f"sub-01: confounds file {path}: column 'trans_y' is missing")
+    # The fixture's tables have trans_x and rot_x only: every run lacks four columns, one line.
+    assert len(problems) == 6 and all("are missing; motion='6' need(s)" in p for p in problems)
+    assert problems[0].startswith(
+        f"sub-01: confounds file {path}: column(s) 'trans_y', 'trans_z', 'rot_y', 'rot_z' are "
+    )

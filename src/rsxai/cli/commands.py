@@ -1,14 +1,19 @@
 """The ``rsxai`` command line.
 
-Bad input ends with one line per problem on stderr and exit code 2, never a
-traceback. An unexpected error (a bug) ends with one line on stderr and exit
-code 1; its traceback is kept in a log file (OUTPUT_DIR/rsxai.log, or a new
-file in the temporary folder) and also printed with ``-v``.
+Bad input (a read-only or forbidden OUTPUT_DIR included, checked before any work)
+ends with one line per problem on stderr and exit code 2, never a traceback. A
+fault of the machine while writing (no space left, a quota, a read-only file
+system, permission denied: :data:`rsxai.exceptions.MACHINE_ERRNOS`) ends with one
+line naming the file and the fix, and exit code 3; finished outputs are kept and a
+rerun resumes. An unexpected error (a bug) ends with one line on stderr and exit
+code 1; its traceback is kept in a log file (OUTPUT_DIR/rsxai.log or, when that
+cannot be written, a new file in the temporary folder) and also printed with ``-v``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import tempfile
@@ -20,7 +25,7 @@ from pathlib import Path
 from rsxai._version import __version__
 from rsxai.cli.parser import build_parser
 from rsxai.config import load_config_file, resolve_config
-from rsxai.exceptions import InputError
+from rsxai.exceptions import InputError, MachineFault
 
 # Each command imports its stages when it runs (imports inside the command functions), so
 # that `rsxai --help`, `--version` and argument errors answer without loading PyTorch,
@@ -31,6 +36,7 @@ logger = logging.getLogger("rsxai")
 
 EXIT_INTERNAL_ERROR = 1
 EXIT_INPUT_ERROR = 2
+EXIT_MACHINE_FAULT = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -208,20 +214,8 @@ def _report_bug(args: argparse.Namespace, error: Exception) -> int:
     """One line on stderr for an unexpected error; its traceback kept in a log file."""
     details = traceback.format_exc()
     out_dir = getattr(args, "output_dir", None)
-    try:
-        if out_dir is not None and out_dir.is_dir():
-            from rsxai.outputs import output_path
-
-            log = output_path(out_dir, "log")
-            with open(log, "a", encoding="utf-8") as stream:
-                stream.write(details)
-        else:
-            with tempfile.NamedTemporaryFile(
-                "w", prefix="rsxai-error-", suffix=".log", delete=False, encoding="utf-8"
-            ) as stream:
-                stream.write(details)
-                log = stream.name
-    except OSError:  # nowhere to keep it: the traceback itself is the report
+    log = _keep_traceback(details, out_dir)
+    if log is None:  # nowhere to keep it: the traceback itself is the report
         print(details, file=sys.stderr)
         log = "the traceback above"
     if args.verbose:
@@ -233,6 +227,34 @@ def _report_bug(args: argparse.Namespace, error: Exception) -> int:
         file=sys.stderr,
     )
     return EXIT_INTERNAL_ERROR
+
+
+def _keep_traceback(details: str, out_dir: Path | None) -> str | None:
+    """Append ``details`` to OUTPUT_DIR/rsxai.log, else to a new temporary file; its path."""
+    if out_dir is not None and out_dir.is_dir():
+        from rsxai.outputs import output_path
+
+        log = output_path(out_dir, "log")
+        try:
+            with open(log, "a", encoding="utf-8") as stream:
+                stream.write(details)
+            return str(log)
+        except OSError:  # a read-only or full output folder: the temporary folder instead
+            pass
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="rsxai-error-", suffix=".log", delete=False, encoding="utf-8"
+        ) as stream:
+            stream.write(details)
+            return stream.name
+    except OSError:
+        return None
+
+
+def _machine_fault(error: OSError) -> MachineFault | None:
+    """The fault of the machine an OSError raised outside :func:`rsxai.outputs.atomic_path` is."""
+    writing = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+    return MachineFault.from_os_error(error, action="writing" if writing else "accessing")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,12 +282,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in error.problems:
             print(f"rsxai: error: {problem}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except MachineFault as error:
+        print(f"rsxai: error: {error}", file=sys.stderr)
+        return EXIT_MACHINE_FAULT
     except KeyboardInterrupt:
         print(
             "rsxai: interrupted; finished outputs are kept and reused next time.", file=sys.stderr
         )
         return EXIT_INTERRUPTED
     except Exception as error:  # a bug, not bad input: one line here, the traceback in a log
+        # A worker's OSError (joblib re-raises it here), or a write outside atomic_path.
+        fault = _machine_fault(error) if isinstance(error, OSError) else None
+        if fault is not None:
+            print(f"rsxai: error: {fault}", file=sys.stderr)
+            return EXIT_MACHINE_FAULT
         return _report_bug(args, error)
 
 

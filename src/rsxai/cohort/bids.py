@@ -308,7 +308,9 @@ def participants_file(root: Path, derivatives: Path) -> Path | None:
             if path.name == "derivatives":
                 candidates.append(path.parent)
     for folder in dict.fromkeys(candidates):
-        if (folder / "participants.tsv").is_file():
+        # exists(), not is_file(): a participants.tsv that is a folder or unreadable is
+        # reported by read_table rather than passed over.
+        if (folder / "participants.tsv").exists():
             return folder / "participants.tsv"
     return None
 

@@ -5,24 +5,26 @@ gathers them all into one :class:`~rsxai.exceptions.InputError`;
 :func:`check_runs` runs :func:`rsxai.cohort.file_checks.check_run` on every run in
 parallel; :func:`filter_length_problems` finds the runs too short for the
 band-pass filter of preprocessing (after censoring); the other functions
-compare subjects with each other.
+compare subjects with each other (:func:`shared_file_problems`: runs that point to
+one BOLD file).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 from joblib import Parallel, delayed
-from tqdm.auto import tqdm
 
 from rsxai.cohort.file_checks import TR_TOLERANCE, RunCheck, check_run
 from rsxai.cohort.participants import label_problem
 from rsxai.exceptions import InputError
 from rsxai.preprocess import filter_min_volumes, filtered_length, load_confounds
+from rsxai.progress import progress_bar
 
 if TYPE_CHECKING:
     from rsxai.cohort.subjects import Run, Subject
@@ -132,8 +134,8 @@ def check_runs(
         )
         for _, run, name in jobs
     )
-    checks = tqdm(
-        checks, total=len(jobs), desc="checking inputs", unit="run", disable=not progress
+    checks = progress_bar(
+        checks, total=len(jobs), desc="checking inputs", unit="run", enabled=progress
     )
     return [(*job, check) for job, check in zip(jobs, checks, strict=True)]
 
@@ -259,6 +261,31 @@ def filter_length_problems(
     return problems
 
 
+def shared_file_problems(checked: Sequence[tuple[Subject, Run, str, RunCheck]]) -> list[str]:
+    """One problem per BOLD file that several runs point to (a copy-paste slip in a manifest).
+
+    Paths are compared after resolving symbolic links and ``..``
+    (:func:`os.path.realpath`), so two spellings of one file are one file.
+    Without this check every stage would run on copies of one series and
+    classification would fail at the end on features that never vary.
+
+    Parameters
+    ----------
+    checked : sequence of (Subject, Run, str, RunCheck)
+        From :func:`check_runs`.
+    """
+    # dict keys, not a list: a subject listed twice is reported as such by subject_problems.
+    names_by_file: dict[str, dict[str, None]] = defaultdict(dict)
+    for _, run, name, _ in checked:
+        names_by_file[os.path.realpath(run.bold)][name] = None
+    return [
+        f"{list_names(names)}: their BOLD series are one file ({path}); each run needs its own "
+        "series. Correct the bold paths (e.g. the manifest rows) of these subjects."
+        for path, names in names_by_file.items()
+        if len(names) > 1
+    ]
+
+
 def grid_warnings(grids: Sequence[tuple[str, np.ndarray, tuple[int, int, int]]]) -> list[str]:
     """One warning when the BOLD series are not all on one voxel grid.
 
@@ -342,6 +369,7 @@ def validated_subjects(
         checked_runs.setdefault(subject.label, []).append(
             dataclasses.replace(run, tr=check.tr, n_volumes=check.n_volumes)
         )
+    problems.extend(shared_file_problems(checked))
     problems.extend(tr_problems([(name, c.tr) for *_, name, c in checked if c.tr is not None]))
     problems.extend(
         filter_length_problems(

@@ -32,6 +32,7 @@ from rsxai.cohort.file_checks import TR_TOLERANCE
 from rsxai.cohort.sources import bids_records, manifest_options, manifest_records
 from rsxai.cohort.subjects import Run, Subject
 from rsxai.exceptions import InputError
+from rsxai.tables import file_problem
 
 # Run and Subject (rsxai.cohort.subjects) are re-exported: a cohort is built of them.
 __all__ = ["MULTI_RUN_CHOICES", "Cohort", "Run", "Subject"]
@@ -189,9 +190,10 @@ class Cohort:
         path = Path(path)
         if path.is_dir():
             return cls.from_bids(path, **options)
-        if not path.is_file():
+        problem = file_problem(path)
+        if problem:
             raise InputError(
-                f"{path} does not exist. Give a BIDS dataset, an fMRIPrep derivatives folder or "
+                f"{path} {problem}. Give a BIDS dataset, an fMRIPrep derivatives folder or "
                 "a manifest TSV/CSV."
             )
         return cls.from_manifest(

@@ -23,6 +23,7 @@ from nibabel.spatialimages import HeaderDataError
 from rsxai.cohort.nifti_scan import header_tr, mni_placement, scan_image_data
 from rsxai.exceptions import InputError
 from rsxai.preprocess import load_confounds
+from rsxai.tables import file_problem
 
 # What nibabel raises on a file that is not a readable image.
 UNREADABLE_IMAGE_ERRORS = (
@@ -72,10 +73,9 @@ def usable_affine(affine: np.ndarray) -> bool:
 def load_image(path: Path, prefix: str, kind: str) -> tuple[nib.Nifti1Image | None, list[str]]:
     """Load a NIfTI header (no data), or say why it cannot be loaded."""
     path = Path(path)
-    if not path.is_file():
-        return None, [
-            f"{prefix}: {kind} file {path} does not exist. Check the path, or {_REPROCESS}."
-        ]
+    problem = file_problem(path)
+    if problem:
+        return None, [f"{prefix}: {kind} file {path} {problem}. Check the path, or {_REPROCESS}."]
     try:
         img = nib.load(path)
     except UNREADABLE_IMAGE_ERRORS as error:
@@ -288,10 +288,9 @@ def check_confounds(
         can be read.
     """
     path = Path(path)
-    if not path.is_file():
-        return [
-            f"{prefix}: confounds file {path} does not exist. Check the path, or {_REPROCESS}."
-        ]
+    problem = file_problem(path)
+    if problem:
+        return [f"{prefix}: confounds file {path} {problem}. Check the path, or {_REPROCESS}."]
     try:
         # The very reader preprocessing uses: a file it would reject is rejected now.
         confounds, _ = load_confounds(path, **(strategy or {"motion": "none", "wm_csf": False}))

@@ -10,6 +10,7 @@ the covariates of the rows read is done by :mod:`rsxai.cohort.participant_values
 
 from __future__ import annotations
 
+import errno
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -170,6 +171,8 @@ def _manifest_path(value: str, folder: Path) -> tuple[Path | None, str | None]:
     except (FileNotFoundError, NotADirectoryError):
         pass  # a missing file is reported by Cohort.validate, with the other file checks
     except (OSError, ValueError) as error:  # a name too long, a NUL character...
+        if getattr(error, "errno", None) == errno.ELOOP:
+            return path, None  # a symbolic link loop too (file_checks names it)
         return path, getattr(error, "strerror", None) or str(error)
     return path, None
 

@@ -36,6 +36,7 @@ from rsxai.cohort.participants import (
 )
 from rsxai.cohort.subjects import Run, Subject
 from rsxai.exceptions import InputError
+from rsxai.tables import file_problem
 
 
 def _companion_problems(
@@ -307,7 +308,14 @@ def _manifest_sidecar_tr(bold: Path, problems: list[str]) -> float | None:
     if extension is None:
         return None
     sidecar = bold.with_name(bold.name[: -len(extension)] + ".json")
-    if not sidecar.is_file():
+    if not sidecar.exists() and not sidecar.is_symlink():
+        return None
+    problem = file_problem(sidecar)
+    if problem:
+        problems.append(
+            f"{sidecar}: this JSON sidecar {problem}. Fix or delete it (the TR is then read "
+            "from the NIfTI header)."
+        )
         return None
     tr, problem = read_sidecar_tr(sidecar)
     if problem:
@@ -324,8 +332,9 @@ def manifest_records(
     group_column: str,
 ) -> dict:
     """The :class:`Cohort` keywords that :meth:`Cohort.from_manifest` reads (same parameters)."""
-    if not path.is_file():
-        raise InputError(f"{path} does not exist. Give the manifest's path.")
+    problem = file_problem(path)
+    if problem:
+        raise InputError(f"{path} {problem}. Give the manifest's path.")
     rows, covariate_columns, problems = read_manifest(path, group_column=group_column)
     runs_by_label = {
         label: [

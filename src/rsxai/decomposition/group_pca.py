@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
 from rsxai.decomposition._migp_subjects import (
     VOXEL_BLOCK,
@@ -35,6 +34,7 @@ from rsxai.decomposition._migp_subjects import (
     voxel_blocks,
 )
 from rsxai.exceptions import InputError
+from rsxai.progress import progress_bar
 
 __all__ = ["MIGPResult", "migp"]
 
@@ -173,7 +173,7 @@ def migp(
     total_variance = 0.0
     n_time_points = rank_bound = 0
 
-    for index in tqdm(order, desc="MIGP", unit="subject", disable=not progress):
+    for index in progress_bar(order, desc="MIGP", unit="subject", enabled=progress):
         raw = load_subject(subjects, int(index), n_voxels)
         n_volumes = raw.shape[0]
         if pending is None:

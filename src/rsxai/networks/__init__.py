@@ -4,7 +4,12 @@
 fit on some subjects, transform any subject.
 """
 
-from rsxai.networks.labelling import NetworkLabels, canonical_network_name, label_components
+from rsxai.networks.labelling import (
+    NetworkLabels,
+    canonical_network_name,
+    label_components,
+    network_name_problems,
+)
 from rsxai.networks.network_maps import NetworkMaps
 from rsxai.networks.selection import (
     check_networks_found,
@@ -26,4 +31,5 @@ __all__ = [
     "load_group_maps",
     "load_templates",
     "match_reference_maps",
+    "network_name_problems",
 ]

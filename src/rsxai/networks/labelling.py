@@ -32,6 +32,7 @@ __all__ = [
     "canonical_network_name",
     "label_components",
     "load_templates",
+    "network_name_problems",
 ]
 
 # Other names of the canonical networks. Look-ups ignore case and punctuation,
@@ -138,6 +139,40 @@ def _resolve_network(name: str, templates: NetworkTemplates, option: str) -> tup
         f"{option}: unknown network '{name}'. Known networks: {', '.join(known)} "
         f"(aliases such as SMN, VN, DMN are accepted)."
     )
+
+
+def network_name_problems(
+    names: Sequence[str], option: str, template_names: Sequence[str] | None = None
+) -> list[str]:
+    """Problems of requested network names, by the rules of :func:`label_components`.
+
+    Checks the names before any work (no maps needed): each must name one template,
+    by its name, canonical name or an alias.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Requested networks.
+    option : str
+        The option they come from, for the messages (e.g. ``"--networks"``).
+    template_names : sequence of str, optional
+        The templates' names; default: the built-in templates'.
+
+    Returns
+    -------
+    list of str
+        One message per unknown or ambiguous name; empty when all are known.
+    """
+    if template_names is None:
+        template_names = tuple(SEITZMAN_NETWORKS)
+    templates = NetworkTemplates(tuple(template_names), np.zeros((len(template_names), 1)))
+    problems = []
+    for name in names:
+        try:
+            _resolve_network(name, templates, option)
+        except InputError as error:
+            problems.extend(error.problems)
+    return problems
 
 
 def _correlations(components: np.ndarray, maps: np.ndarray) -> np.ndarray:

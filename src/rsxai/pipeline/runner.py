@@ -23,6 +23,7 @@ from rsxai.config import STAGES, Config
 from rsxai.exceptions import InputError
 from rsxai.outputs import (
     Summary,
+    check_writable,
     input_checksums,
     output_path,
     read_json,
@@ -34,6 +35,7 @@ from rsxai.outputs import (
 )
 from rsxai.parallel import cluster_client, execution_backend, with_n_jobs
 from rsxai.pipeline.cache import inputs_key, is_reusable, remove_stale_work_folders, stage_key
+from rsxai.pipeline.preflight import check_config, check_config_against_cohort
 from rsxai.pipeline.provenance import iso_time, write_provenance
 from rsxai.report import write_report
 from rsxai.stages import (
@@ -134,6 +136,9 @@ def _check_output_folder(input_path: Path, out_dir: Path, derivatives: str | Non
             )
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"OUTPUT_DIR {out_dir} exists and is not a folder. Choose another.")
+    # Before any work: a read-only or forbidden folder would otherwise stop the run at
+    # its first write, after the cohort's checks and checksums.
+    check_writable(out_dir)
 
 
 def run(
@@ -175,6 +180,10 @@ def run(
             f"INPUT {input_path} does not exist. Give a BIDS dataset, an fMRIPrep "
             "derivatives folder or a manifest TSV/CSV."
         )
+    # Before the cohort, whose validation is long on a big one (and uses n_jobs).
+    problems = check_config(config, given_maps=is_fsl_dual_regression(input_path))
+    if problems:
+        raise InputError(problems)
     _check_output_folder(input_path, out_dir, config.input.derivatives)
     if STAGES.index(config.run.stop_after) >= STAGES.index("classify"):
         # A GPU asked for and missing would otherwise stop the run after hours of statistics.
@@ -212,6 +221,10 @@ def _run(
     else:
         logger.info("Reading the cohort from %s", input_path)
         cohort = load_cohort(input_path, config, progress=progress)
+    # Options whose valid range depends on the data fail here, not after hours of stages.
+    problems = check_config_against_cohort(config, cohort, given_maps=fsl is not None)
+    if problems:
+        raise InputError(problems)
     for warning in cohort.warnings:
         logger.warning(warning)
     logger.info(

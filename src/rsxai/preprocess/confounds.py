@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from rsxai.exceptions import InputError
-from rsxai.tables import table_layout
+from rsxai.tables import file_problem, table_layout
 
 MOTION_BASE = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 # Suffixes fMRIPrep appends to a base regressor, for each motion model.
@@ -108,9 +108,10 @@ def load_confounds(
     -------
     confounds : ndarray of shape (n_volumes, n_confounds), float64
         Regressors in the order of :func:`confound_columns`, demeaned over
-        the kept volumes as nilearn does. A derivative undefined at the first
-        volume ("n/a" in fMRIPrep's TSV) takes its value at the second
-        volume, as in nilearn. Shape (n_volumes, 0) when nothing is selected.
+        the kept volumes as nilearn does. A value missing at the first volume
+        ("n/a", "NaN" or an empty cell; fMRIPrep writes n/a for derivatives
+        there) takes its value at the second volume, as in nilearn; a missing
+        value at any later volume is an error. Shape (n_volumes, 0) when nothing is selected.
     sample_mask : ndarray of int or None
         Indices of the volumes to keep, shape (n_kept,), or None when no
         volume is censored. Volumes fMRIPrep flags as non-steady-state
@@ -122,7 +123,7 @@ def load_confounds(
     InputError
         When an option value is not allowed, the file cannot be read, or a
         column the strategy needs is missing or holds missing values past the
-        first row.
+        first row (one line per kind of problem, naming the columns).
     """
     motion = _check_motion(motion)
     problems = _check_scrub_options(scrub_fd, min_contiguous)
@@ -153,9 +154,9 @@ def load_confounds(
     ]
     if missing:
         raise InputError(
-            f"{path}: column {column!r} is missing; {needs[column]} needs it. Choose a "
-            "strategy without it or give the fMRIPrep confounds file that has it."
-            for column in missing
+            f"{path}: column(s) {', '.join(map(repr, missing))} are missing; "
+            f"{', '.join(dict.fromkeys(needs[column] for column in missing))} need(s) them. "
+            "Choose a strategy without them or give the fMRIPrep confounds file that has them."
         )
 
     try:
@@ -167,18 +168,26 @@ def load_confounds(
         ) from error
     if n_volumes > 1:
         # fMRIPrep writes "n/a" for derivatives at the first volume; nilearn
-        # copies the second volume's value there, and so do we.
+        # copies the second volume's value there, and so do we. "n/a", "NaN" and an
+        # empty cell are all read as NaN, so they follow this one rule alike.
         first_nan = np.isnan(selected[0])
         selected[0, first_nan] = selected[1, first_nan]
     # Infinite values (or squares too large for float64) would turn the demeaned
     # regressors into NaN, as surely as a missing value.
     bad_rows = ~np.isfinite(selected)
     if bad_rows.any():
+        # One line for the file, not one per column: a run with leading n/a rows
+        # has them in every column.
+        bad_columns = [columns[j] for j in np.flatnonzero(bad_rows.any(axis=0))]
+        volumes = np.flatnonzero(bad_rows.any(axis=1)).tolist()
+        shown = ", ".join(map(repr, bad_columns[:8])) + (
+            f" and {len(bad_columns) - 8} more" if len(bad_columns) > 8 else ""
+        )
         raise InputError(
-            f"{path}: column {columns[j]!r} has missing (n/a) or infinite values at volume(s) "
-            f"{np.flatnonzero(bad_rows[:, j]).tolist()[:10]}; only the first volume of a "
-            "derivative may be n/a. Check the file or choose a strategy without this column."
-            for j in np.flatnonzero(bad_rows.any(axis=0))
+            f"{path}: column(s) {shown} have missing (n/a, NaN or empty) or infinite values at "
+            f"volume(s) {volumes[:10]}{' ...' if len(volumes) > 10 else ''}; only the first "
+            "volume (row) may be missing (it takes the second volume's value, as in nilearn). "
+            "Check the file or choose a strategy without these columns."
         )
 
     censored = np.zeros(n_volumes, dtype=bool)
@@ -242,9 +251,10 @@ def _check_scrub_options(scrub_fd, min_contiguous) -> list[str]:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    if not path.is_file():
+    problem = file_problem(path)
+    if problem:
         raise InputError(
-            f"{path}: confounds file not found. Give fMRIPrep's "
+            f"{path}: this confounds file {problem}. Give fMRIPrep's "
             "*_desc-confounds_timeseries.tsv of this run, or no confounds file."
         )
     try:
@@ -276,18 +286,19 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 def _check_numeric(table: pd.DataFrame, columns: list[str], path: Path) -> None:
     """Raise when a column used holds text: expansions and censoring need numbers."""
-    problems = []
+    found = []
     for column in dict.fromkeys(columns):
         if column not in table.columns or pd.api.types.is_numeric_dtype(table[column]):
             continue
         values = table[column]
         text = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
-        problems.append(
-            f"{path}: column {column!r} holds text ({text.iloc[0]!r} at volume {text.index[0]}); "
-            "it must hold numbers (or n/a). Give fMRIPrep's confounds TSV unchanged."
+        found.append(f"{column!r} ({text.iloc[0]!r} at volume {text.index[0]})")
+    if found:
+        # One line for the file, naming every column.
+        raise InputError(
+            f"{path}: column(s) {', '.join(found)} hold text; they must hold numbers (or n/a). "
+            "Give fMRIPrep's confounds TSV unchanged."
         )
-    if problems:
-        raise InputError(problems)
 
 
 def _add_expansions(table: pd.DataFrame, columns: list[str]) -> None:

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from tqdm.auto import tqdm
 
 from rsxai._version import __version__
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid, mni_brain_mask, mni_grey_matter, mni_grid
 from rsxai.outputs import write_json
+from rsxai.progress import progress_bar
 from rsxai.simulate import dataset, networks
 from rsxai.simulate import subject as subject_model
 from rsxai.simulate.dataset import GroundTruth, load_ground_truth
@@ -203,7 +203,7 @@ def simulate_cohort(
         for i, (label, group) in enumerate(zip(labels, groups, strict=True))
     )
     results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
-    for _ in tqdm(results, total=n_subjects, desc="Simulating subjects", disable=not progress):
+    for _ in progress_bar(results, total=n_subjects, desc="Simulating subjects", enabled=progress):
         pass
 
     dataset.write_group_truth(truth_dir, grid, group_maps, effects, weights)

@@ -14,7 +14,7 @@ from rsxai.stages.classify import (
 )
 from rsxai.stages.classify_scope import EXTERNAL_SCOPE
 from rsxai.stages.context import RunContext, Stage
-from rsxai.stages.estimators import cnn_estimator, confounds_strategy
+from rsxai.stages.estimators import cnn_estimator, confounds_strategy, forced_components
 from rsxai.stages.explain import explain_output_folder, run_explain
 from rsxai.stages.fsl_networks import run_fsl_networks
 from rsxai.stages.networks import run_dual_regression, run_ica
@@ -30,6 +30,7 @@ __all__ = [
     "cnn_estimator",
     "confounds_strategy",
     "explain_output_folder",
+    "forced_components",
     "run_classify",
     "run_dual_regression",
     "run_explain",

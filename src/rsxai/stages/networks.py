@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
 from rsxai.decomposition import dual_regression, spatial_pseudo_inverse
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
 from rsxai.outputs import output_path, read_json, write_json, write_nifti, write_tsv
+from rsxai.progress import progress_bar
 from rsxai.stages.estimators import network_maps_estimator
 from rsxai.stages.preprocess import preprocessed_subjects
 
@@ -125,12 +125,12 @@ def run_dual_regression(context: RunContext) -> list[Path]:
         for subject, load in zip(cohort.subjects, subjects, strict=True)
     )
     network_rows, written = [], []
-    for subject_rows, files in tqdm(
+    for subject_rows, files in progress_bar(
         results,
         total=len(subjects),
         desc="dual regression",
         unit="subject",
-        disable=not context.progress,
+        enabled=context.progress,
     ):
         network_rows.append(subject_rows)
         written += files

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
 from rsxai.grid import Grid
 from rsxai.outputs import atomic_path, output_path, write_nifti
 from rsxai.preprocess import common_mask, prepare_subject
+from rsxai.progress import progress_bar
 from rsxai.stages.estimators import confounds_strategy
 
 if TYPE_CHECKING:
@@ -76,12 +76,12 @@ def run_preprocess(context: RunContext) -> list[Path]:
         )
         for subject in todo
     )
-    for _ in tqdm(
+    for _ in progress_bar(
         Parallel(n_jobs=context.config.run.n_jobs, return_as="generator")(jobs),
         total=len(todo),
         desc="preprocess",
         unit="subject",
-        disable=not context.progress,
+        enabled=context.progress,
     ):
         pass
     return [mask_path, *targets.values()]

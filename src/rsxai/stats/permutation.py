@@ -46,10 +46,10 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from rsxai.exceptions import InputError
 from rsxai.grid import Grid
+from rsxai.progress import progress_bar
 from rsxai.stats.design import (
     CONTRASTS,
     PermutedT,
@@ -218,7 +218,7 @@ def permutation_glm(
     first = summarise_batch(first_t, tested, settings)
     observed_tfce = first.tfce_first if tfce else None
 
-    bar = tqdm(total=n_permutations, disable=not progress, desc="permutations", unit="perm")
+    bar = progress_bar(total=n_permutations, enabled=progress, desc="permutations", unit="perm")
     bar.update(len(batches[0]))
     summaries = [first]
     rest = batches[1:]
